@@ -1,0 +1,200 @@
+"""Typed run configuration: YAML files + dotted ``key=value`` overrides -> dataclasses.
+
+OmegaConf does the merging and type checks; this module only declares the schema and turns
+OmegaConf's errors into one line that names the offending key. No inheritance chains: a config
+file lists the values it changes, everything else is the default declared here.
+"""
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+TEXT_MODES = ("none", "classes", "meta", "meta+classes")
+CONDITIONINGS = ("none", "cross_attn", "film")
+HEADS = ("conv", "text_query")
+MIXED_PRECISIONS = ("no", "fp16", "bf16")
+
+
+class ConfigError(ValueError):
+    """A config value or key is wrong; the message names it."""
+
+
+def _default_augment() -> List[Dict[str, Any]]:
+    return [
+        {"name": "HorizontalFlip", "p": 0.5},
+        {"name": "Affine", "p": 0.5, "scale": [0.9, 1.1], "translate_percent": [-0.05, 0.05], "rotate": [-15, 15]},
+        {"name": "RandomBrightnessContrast", "p": 0.5, "brightness_limit": 0.15, "contrast_limit": 0.15},
+        {"name": "RandomGamma", "p": 0.3, "gamma_limit": [80, 120]},
+    ]
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/synthetic"  # dataset root: ROOT/{train,test}/DCM, ROOT/train/outputs_json, ROOT/meta_data.xlsx
+    classes: str = "data/meta/hand_bones.yaml"  # class catalogue file (names, descriptions, groups)
+    meta_file: Optional[str] = None  # metadata table; None -> ROOT/meta_data.xlsx (or .csv)
+    derived_meta: Optional[str] = None  # derived wrist-angle/side CSV; None -> computed from annotations
+    image_size: int = 512  # square training resolution
+    in_chans: int = 3  # grayscale repeated to this many channels (3 suits ImageNet backbones)
+    fold: int = 0  # validation fold index
+    num_folds: int = 5  # stratified group k-fold by person id
+    split_seed: int = 0  # seed of the fold assignment
+    cache: bool = True  # load resized images + packed masks from the preprocessing cache
+    cache_dir: Optional[str] = None  # None -> ROOT/.cache
+    num_workers: int = 2  # DataLoader workers (and cache-building processes)
+    skip_bad_samples: bool = False  # skip unreadable samples (they are listed), instead of failing
+    clahe: bool = False  # CLAHE on every image (train and inference alike)
+    augment: List[Dict[str, Any]] = field(default_factory=_default_augment)  # albumentations, by name
+
+
+@dataclass
+class TextConfig:
+    mode: str = "meta+classes"  # none | classes | meta | meta+classes
+    shuffle: bool = False  # placebo control: pair each image with another image's metadata caption
+    templates: str = "data/meta/caption_templates.yaml"  # caption templates (data)
+    bucket_numbers: bool = False  # say age as a decade and round weight/height (CLIP reads words better)
+    model: str = "ViT-B-32"  # open_clip model name (only its text tower is kept)
+    pretrained: Optional[str] = "openai"  # open_clip tag or a local weights file; null = explicit random init
+    hf_path: Optional[str] = None  # local Hugging Face text encoder directory (overrides model/pretrained)
+    unfreeze_last_n: int = 0  # train the last N transformer blocks (disables the embedding cache)
+    cache_dir: str = ".cache/text_embeddings"  # on-disk caption embedding cache, shared by train/eval/predict
+    batch_size: int = 64  # captions per encoder call when warming the cache
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "resnet18"  # timm backbone name (features_only)
+    encoder_weights: Optional[str] = None  # null = random init; a local file path; "timm" = timm's own download
+    decoder_channels: List[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])  # deepest first
+    conditioning: str = "cross_attn"  # none | cross_attn | film
+    condition_stages: List[int] = field(default_factory=lambda: [0, 1, 2])  # decoder stages that read text (0 = deepest)
+    attn_heads: int = 4  # cross-attention heads
+    head: str = "conv"  # conv | text_query (per-class logits from bone-name embeddings)
+    query_dim: int = 64  # embedding size of the text_query head
+    dropout: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    max_steps: Optional[int] = None  # optimizer steps; stops early when reached
+    batch_size: int = 8  # per process
+    grad_accum: int = 1  # gradient accumulation steps
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    grad_clip: float = 1.0  # max grad norm; 0 disables
+    seed: int = 0
+    mixed_precision: Optional[str] = None  # no | fp16 | bf16 ; null = from accelerate config / launch flag
+    bce_weight: float = 1.0
+    dice_weight: float = 1.0
+    eval_every: int = 0  # optimizer steps between validations; 0 = once per epoch
+    checkpoint_every: int = 0  # optimizer steps between save_state; 0 = at the end only
+    keep_checkpoints: int = 2  # rolling save_state directories kept
+    log_every: int = 10
+    tune_thresholds: bool = True  # pick per-class thresholds on validation and store them with best/
+    skip_bad_samples: bool = False
+
+
+@dataclass
+class PredictConfig:
+    threshold: float = 0.5  # used for classes without a tuned threshold
+    tta_hflip: bool = False  # horizontal-flip test-time augmentation (flips the caption's side too)
+    batch_size: int = 4
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    output_dir: str = "runs/default"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def _one_line(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None)
+    msg = str(err).splitlines()[0]
+    if "not in" in msg and key:
+        return f"unknown config key '{key}'"
+    return f"config key '{key}': {msg}" if key else msg
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults <- YAML file <- ``key=value`` overrides, validated; errors name the key."""
+    schema = OmegaConf.structured(Config)
+    layers = [schema]
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(doc, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        layers.append(OmegaConf.create(doc))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+    if overrides:
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+    try:
+        merged = OmegaConf.merge(*layers)
+        cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as err:
+        where = f" (in {path})" if path is not None else ""
+        raise ConfigError(_one_line(err) + where) from None
+    validate(cfg)
+    return cfg
+
+
+def _check_choice(key: str, value: Any, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"config key '{key}' must be one of {list(allowed)}, got {value!r}")
+
+
+def validate(cfg: Config) -> None:
+    """Reject values that would otherwise fail deep inside training."""
+    _check_choice("text.mode", cfg.text.mode, TEXT_MODES)
+    _check_choice("model.conditioning", cfg.model.conditioning, CONDITIONINGS)
+    _check_choice("model.head", cfg.model.head, HEADS)
+    if cfg.train.mixed_precision is not None:
+        _check_choice("train.mixed_precision", cfg.train.mixed_precision, MIXED_PRECISIONS)
+    if cfg.model.head == "text_query" and "classes" not in cfg.text.mode:
+        raise ConfigError("model.head=text_query needs bone-name embeddings: use text.mode=classes or meta+classes")
+    if cfg.text.shuffle and "meta" not in cfg.text.mode:
+        raise ConfigError("text.shuffle pairs images with other images' metadata captions: it needs text.mode=meta or meta+classes")
+    if not 0 <= cfg.data.fold < cfg.data.num_folds:
+        raise ConfigError(f"config key 'data.fold' must be in [0, {cfg.data.num_folds}), got {cfg.data.fold}")
+    for key, value in (("data.image_size", cfg.data.image_size), ("train.batch_size", cfg.train.batch_size),
+                       ("train.grad_accum", cfg.train.grad_accum)):
+        if value < 1:
+            raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
+
+
+def resolve(cfg: Config) -> Config:
+    """Make implied settings explicit: with text.mode=none no text module is built at all."""
+    if cfg.text.mode == "none":
+        cfg.model.conditioning = "none"
+        cfg.text.shuffle = False
+    return cfg
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def config_from_dict(doc: Dict[str, Any]) -> Config:
+    """Rebuild a Config from a saved ``config.yaml`` mapping (checkpoints)."""
+    try:
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(doc)))
+    except OmegaConfBaseException as err:
+        raise ConfigError(_one_line(err)) from None
+    validate(cfg)  # type: ignore[arg-type]
+    return cfg  # type: ignore[return-value]
