@@ -1,0 +1,167 @@
+"""Text on/off ablation: the same config under each ``text.mode`` and a shuffled-caption control, K seeds each.
+
+Each run is a separate ``scripts/train.py`` process (clean Accelerate state, and a finished run's
+``summary.json`` is reused, so an interrupted ablation continues where it stopped). Scores are the
+validation metrics of the *last* step, not the best one: picking the best step on the validation
+split would flatter every variant by a different amount.
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from mmseg_text.catalogue import REPO_ROOT
+from mmseg_text.config import ConfigError, load_config
+from mmseg_text.io import atomic_write_json, atomic_write_text
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    overrides: tuple[str, ...]
+
+
+VARIANTS = (
+    Variant("none", ("text.mode=none",)),
+    Variant("classes", ("text.mode=classes",)),
+    Variant("meta", ("text.mode=meta",)),
+    Variant("meta+classes", ("text.mode=meta+classes",)),
+    # Placebo: every image is paired with another person's metadata caption.
+    Variant("meta+classes shuffled", ("text.mode=meta+classes", "text.shuffle=true")),
+)
+BASELINE = "none"
+SUBSETS = ("mean", "finger", "carpal", "forearm", "bent", "straight")
+
+
+def _run_dir(out: Path, variant: Variant, seed: int) -> Path:
+    return out / variant.name.replace(" ", "_").replace("+", "_") / f"seed{seed}"
+
+
+def _with_head_fallback(config: str | None, overrides: list[str]) -> list[str]:
+    """Validate a variant's config early; a text_query head needs bone names, so variants
+    without them fall back to the conv head (recorded in the run's config.yaml)."""
+    try:
+        load_config(config, overrides)
+        return overrides
+    except ConfigError as err:
+        if "text_query" in str(err):
+            return overrides + ["model.head=conv"]
+        raise
+
+
+def run_ablation(config: str | None, out: str | Path, seeds: int, overrides: Sequence[str] = (),
+                 variants: Sequence[Variant] = VARIANTS, launcher: Sequence[str] | None = None) -> dict[str, Any]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    launcher = list(launcher or [sys.executable, str(REPO_ROOT / "scripts" / "train.py")])
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for variant in variants:
+        run_overrides = _with_head_fallback(config, list(overrides) + list(variant.overrides))
+        for seed in range(seeds):
+            run_dir = _run_dir(out, variant, seed)
+            summary_path = run_dir / "summary.json"
+            if not summary_path.exists():
+                cmd = launcher + (["--config", config] if config else []) + run_overrides + [
+                    f"train.seed={seed}", f"output_dir={run_dir}"]
+                print(f"[ablation] {variant.name} seed {seed}: {' '.join(cmd)}", flush=True)
+                subprocess.run(cmd, check=True)
+            runs.setdefault(variant.name, []).append(_scores(json.loads(summary_path.read_text())))
+    result = aggregate(runs)
+    atomic_write_json(out / "ablation.json", result)
+    atomic_write_text(out / "ablation.md", to_markdown(result, seeds))
+    plot(result, out / "ablation.png")
+    return result
+
+
+def _scores(summary: dict[str, Any]) -> dict[str, float]:
+    last = summary["last"]
+    scores = {"mean": last["mean_dice"]}
+    scores.update(last.get("grouped", {}))
+    scores.update({k: v for k, v in last.get("wrist", {}).items() if v is not None})
+    return scores
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def aggregate(runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """Mean ± std per variant and subset, and each variant's difference to the no-text baseline."""
+    table: dict[str, dict[str, Any]] = {}
+    for name, seed_scores in runs.items():
+        table[name] = {}
+        for subset in SUBSETS:
+            values = [s[subset] for s in seed_scores if subset in s]
+            if values:
+                m, sd = _mean_std(values)
+                table[name][subset] = {"mean": m, "std": sd, "values": values}
+    verdicts = {}
+    base = table.get(BASELINE, {}).get("mean")
+    for name, row in table.items():
+        if name == BASELINE or base is None or "mean" not in row:
+            continue
+        diff = row["mean"]["mean"] - base["mean"]
+        spread = max(row["mean"]["std"], base["std"])
+        # With a handful of seeds, a difference smaller than the seed-to-seed spread is noise.
+        within = abs(diff) <= spread or spread == 0.0 and len(row["mean"]["values"]) < 2
+        verdicts[name] = {"diff_vs_none": diff, "seed_spread": spread, "within_spread": bool(within)}
+    return {"variants": table, "vs_baseline": verdicts, "baseline": BASELINE}
+
+
+def _fmt(cell: dict[str, Any] | None) -> str:
+    return "–" if cell is None else f"{cell['mean']:.4f} ± {cell['std']:.4f}"
+
+
+def to_markdown(result: dict[str, Any], seeds: int) -> str:
+    lines = [f"# Text-conditioning ablation ({seeds} seeds per variant)", "",
+             "Validation mean Dice at the last step (mean ± std over seeds).", "",
+             "| variant | mean | fingers | carpals | forearm | bent wrists | straight wrists |",
+             "|---|---|---|---|---|---|---|"]
+    for name, row in result["variants"].items():
+        cells = [_fmt(row.get(s)) for s in SUBSETS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "## Against the no-text baseline", ""]
+    for name, v in result["vs_baseline"].items():
+        verdict = ("within the seed spread: no evidence that it differs from no text"
+                   if v["within_spread"] else ("better than no text by more than the seed spread" if v["diff_vs_none"] > 0
+                                               else "worse than no text by more than the seed spread"))
+        lines.append(f"- **{name}**: {v['diff_vs_none']:+.4f} Dice vs none (seed spread {v['seed_spread']:.4f}) — {verdict}.")
+    shuffled = [n for n in result["vs_baseline"] if "shuffled" in n]
+    if shuffled:
+        lines += ["", "The shuffled variant is the placebo: if it scores like the real captions, the gain (if any) "
+                      "does not come from what the captions say."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["variants"])
+    subsets = [s for s in SUBSETS if any(s in result["variants"][n] for n in names)]
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(1.6 * len(subsets) + 2, 4))
+    for i, name in enumerate(names):
+        row = result["variants"][name]
+        xs = [j + i * width for j in range(len(subsets))]
+        ax.bar(xs, [row[s]["mean"] if s in row else math.nan for s in subsets], width,
+               yerr=[row[s]["std"] if s in row else 0 for s in subsets], label=name, capsize=2)
+    ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(subsets))], subsets)
+    ax.set_ylabel("validation Dice")
+    lows = [result["variants"][n][s]["mean"] for n in names for s in subsets if s in result["variants"][n]]
+    ax.set_ylim(max(0.0, min(lows) - 0.05), 1.0)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("text conditioning ablation (mean ± std over seeds)")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,30 @@
+"""``scripts/ablate.py``: train every text variant K times and write ablation.{md,json,png}."""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from mmseg_text.engine.ablation import VARIANTS, run_ablation
+from mmseg_text.engine.cli import add_config_args, run_main
+
+
+def _body(argv: Sequence[str] | None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_config_args(parser, default_config=None)
+    parser.add_argument("--seeds", type=int, default=2, help="seeds per variant (default: %(default)s)")
+    parser.add_argument("--out", required=True, help="output folder (runs, ablation.md/json/png)")
+    parser.add_argument("--variants", default=",".join(v.name for v in VARIANTS),
+                        help="comma-separated subset of: " + ", ".join(v.name for v in VARIANTS))
+    args = parser.parse_args(argv)
+    wanted = [name.strip() for name in args.variants.split(",") if name.strip()]
+    unknown = sorted(set(wanted) - {v.name for v in VARIANTS})
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; choose from {[v.name for v in VARIANTS]}")
+    variants = [v for v in VARIANTS if v.name in wanted]
+    result = run_ablation(args.config, args.out, args.seeds, args.overrides, variants)
+    print(open(f"{args.out}/ablation.md").read())
+    return 0 if result else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main(_body, argv)
