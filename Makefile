@@ -32,12 +32,22 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
+# Same numbers as mmseg_text/engine/demo_data.py (used when train.py finds no data).
 data: install
 	$(PY) scripts/make_synthetic.py --out $(DEMO_DATA) --ids 40 --size 512 --seed 0 --skip-existing
 	$(PY) scripts/check_data.py $(DEMO_DATA)
 
-demo: data
-	@echo "demo: training, prediction and evaluation are added by the training issue"
+# venv -> synthetic data -> accelerate launch train -> predict (with metadata) -> evaluate -> report
+demo: install
+	@start=$$(date +%s); set -e; \
+	$(MAKE) --no-print-directory data; \
+	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+		scripts/train.py --config configs/demo.yaml output_dir=$(DEMO_OUT) data.root=$(DEMO_DATA); \
+	$(PY) scripts/predict.py --checkpoint $(DEMO_OUT)/best --images $(DEMO_DATA)/test/DCM \
+		--with-meta --meta $(DEMO_DATA)/meta_data.xlsx --save-overlays $(DEMO_OUT)/overlays --out $(DEMO_OUT)/submission.csv; \
+	$(PY) scripts/evaluate.py --pred $(DEMO_OUT)/submission.csv --gt $(DEMO_DATA)/test/outputs_json --out $(DEMO_OUT); \
+	$(PY) scripts/report.py $(DEMO_OUT) --evaluation $(DEMO_OUT)/evaluation.json --overlays $(DEMO_OUT)/overlays \
+		--wall-seconds $$(( $$(date +%s) - start ))
 
 benchmarks: install
 	$(PY) benchmarks/data_pipeline.py

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from mmseg_text.catalogue import ClassCatalogue, load_catalogue
 from mmseg_text.config import Config, config_from_dict
-from mmseg_text.data.dataset import image_to_tensor
+from mmseg_text.data.dataset import apply_clahe, image_to_tensor
 from mmseg_text.data.images import read_image
 from mmseg_text.data.layout import IMAGE_SUFFIXES, person_id_from_dir
 from mmseg_text.data.metadata import load_metadata, person_meta
@@ -78,6 +78,15 @@ def load_thresholds(checkpoint: Path, catalogue: ClassCatalogue, default: float)
     return np.asarray(doc["thresholds"], dtype=np.float64)
 
 
+def model_input(image: np.ndarray, cfg: Config) -> torch.Tensor:
+    """Grayscale uint8 (H0, W0) -> normalised (C, S, S), the same steps as the training cache + dataset."""
+    size = cfg.data.image_size
+    resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    if cfg.data.clahe:
+        resized = apply_clahe(resized)
+    return image_to_tensor(resized, cfg.data.in_chans)
+
+
 class Predictor:
     """Holds the model, captions and thresholds of one checkpoint; ``probabilities(job)`` per image."""
 
@@ -122,7 +131,7 @@ class Predictor:
     @torch.no_grad()
     def logits(self, image: np.ndarray, job: ImageJob) -> torch.Tensor:
         """(K, S, S) logits at the model size; flip TTA averages the mirrored pass (side flipped too)."""
-        tensor = image_to_tensor(image, self.cfg.data).unsqueeze(0)
+        tensor = model_input(image, self.cfg).unsqueeze(0)
         if self.options.with_meta and self.text is not None and self.text.uses_meta and job.meta.get("wrist_angle_deg") is None:
             # First pass: derive side and wrist angle from the predicted masks.
             first = self._forward(tensor, self._captions(job, "unknown"))[0]

@@ -91,10 +91,10 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
         atomic_write_text(out / "config.yaml", to_yaml(cfg))
 
     with accelerator.main_process_first():  # the main process builds the caches, the others read them
+        train_ds, val_ds = build_datasets(cfg, catalogue, progress=accelerator.is_local_main_process)
         text = build_text_side(cfg, catalogue)
-        train_ds, val_ds = build_datasets(cfg, catalogue, caption_fn=text.caption_fn if text else None)
         if text is not None:
-            text.warm_for(train_ds, val_ds)
+            text.attach(train_ds, val_ds)  # captions for every image, encoded once
     _report_skipped(accelerator, train_ds, val_ds, out)
 
     model = build_model(cfg.model, num_classes=len(catalogue), text_dim=text.width if text else None,

@@ -1,0 +1,12 @@
+#!/usr/bin/env python
+"""Predict masks and write the submission CSV.
+
+    python scripts/predict.py --checkpoint runs/demo/best --images ROOT/test/DCM \
+        [--with-meta --meta ROOT/meta_data.xlsx] [--tta] [--save-overlays DIR] --out submission.csv
+"""
+import sys
+
+from mmseg_text.engine.predict_cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
