@@ -12,6 +12,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CATALOGUE = REPO_ROOT / "data" / "meta" / "hand_bones.yaml"
+_ENTRY_KEYS = {"name", "description", "group"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ def load_catalogue(path: str | Path | None = None) -> ClassCatalogue:
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or "name" not in entry:
             raise ValueError(f"{path}: classes[{i}] needs a 'name'")
+        unknown = sorted(set(entry) - _ENTRY_KEYS)
+        if unknown:  # e.g. an unquoted description with a comma, split by YAML into extra keys
+            raise ValueError(f"{path}: classes[{i}] ({entry['name']}) has unknown keys {unknown}; "
+                             f"allowed: {sorted(_ENTRY_KEYS)} (quote text that contains commas)")
         names.append(str(entry["name"]))
         descriptions.append(str(entry.get("description", entry["name"])))
         groups.append(str(entry.get("group", "other")))

@@ -24,7 +24,7 @@ def _caption_builder(cfg: Config, catalogue: ClassCatalogue) -> CaptionBuilder:
 
 
 class _TextBase:
-    def __init__(self, cfg: Config, catalogue: ClassCatalogue):
+    def __init__(self, cfg: Config, catalogue: ClassCatalogue, *, progress: bool = True):
         if cfg.text.unfreeze_last_n > 0:
             raise ConfigError("text.unfreeze_last_n > 0 (fine-tuning the text tower) is not supported by the training "
                               "loop: its embeddings are cached; keep text.unfreeze_last_n=0")
@@ -33,7 +33,7 @@ class _TextBase:
         self.builder = _caption_builder(cfg, catalogue)
         self.tower = build_text_tower(cfg.text)
         self.width: int = self.tower.width
-        self.cache = TextEmbeddingCache(self.tower, cfg.text.cache_dir)
+        self.cache = TextEmbeddingCache(self.tower, cfg.text.cache_dir, batch_size=cfg.text.batch_size, progress=progress)
         self.class_captions = self.builder.class_captions() if self.builder.uses_class_captions else None
         self.uses_meta = self.builder.uses_meta_captions
         self.conditioner: Optional[TextConditioner] = None
@@ -63,7 +63,7 @@ class TrainingText(_TextBase):
         self.cache.warm(list(dict.fromkeys(captions + list(self.class_captions or []))))
         self._make_conditioner()
         # Frozen tower: every caption of the run is cached, the transformer is no longer needed.
-        self.cache.tower = None
+        self.cache.release_tower()
         self.tower = None
 
     def context(self, batch: dict, device: torch.device | str) -> TextContext:
@@ -88,5 +88,5 @@ class InferenceText(_TextBase):
         return self.conditioner(captions if self.uses_meta else None, batch_size, device)
 
 
-def build_text_side(cfg: Config, catalogue: ClassCatalogue) -> Optional[TrainingText]:
-    return None if cfg.text.mode == "none" else TrainingText(cfg, catalogue)
+def build_text_side(cfg: Config, catalogue: ClassCatalogue, *, progress: bool = True) -> Optional[TrainingText]:
+    return None if cfg.text.mode == "none" else TrainingText(cfg, catalogue, progress=progress)

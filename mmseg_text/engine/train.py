@@ -92,7 +92,7 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
 
     with accelerator.main_process_first():  # the main process builds the caches, the others read them
         train_ds, val_ds = build_datasets(cfg, catalogue, progress=accelerator.is_local_main_process)
-        text = build_text_side(cfg, catalogue)
+        text = build_text_side(cfg, catalogue, progress=accelerator.is_local_main_process)
         if text is not None:
             text.attach(train_ds, val_ds)  # captions for every image, encoded once
     _report_skipped(accelerator, train_ds, val_ds, out)
@@ -123,7 +123,8 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
 
     accelerator.init_trackers("train", config=_hparams(cfg))
     eval_every = cfg.train.eval_every or steps_per_epoch
-    losses: list[float] = []
+    losses: list[float] = []  # per optimizer step, this process's run (after a resume: from there on)
+    window: list[float] = []
     started = time.perf_counter()
     images_seen = 0
     bar = tqdm(total=total_steps, initial=progress.step, desc="train", disable=not accelerator.is_local_main_process)
@@ -147,16 +148,18 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            losses.append(accelerator.reduce(loss.detach(), reduction="mean").item())
+            window.append(accelerator.reduce(loss.detach(), reduction="mean").item())
             images_seen += batch["image"].shape[0] * accelerator.num_processes
             if not accelerator.sync_gradients:
                 continue
+            losses.append(sum(window) / len(window))  # mean over the accumulated micro-batches
+            window.clear()
             progress.step += 1
             bar.update(1)
             if progress.step % cfg.train.log_every == 0 or progress.step == total_steps:
-                window = losses[-cfg.train.log_every * cfg.train.grad_accum:]
-                accelerator.log({"train/loss": sum(window) / len(window), "train/lr": scheduler.get_last_lr()[0]}, step=progress.step)
-                bar.set_postfix(loss=f"{window[-1]:.4f}")
+                recent = losses[-cfg.train.log_every:]
+                accelerator.log({"train/loss": sum(recent) / len(recent), "train/lr": scheduler.get_last_lr()[0]}, step=progress.step)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
             if progress.step % eval_every == 0 or progress.step == total_steps:
                 last_eval = _validate(accelerator, model, val_loader, text, catalogue, cfg, progress)
                 model.train()
@@ -229,6 +232,7 @@ def _summary(cfg: Config, catalogue: ClassCatalogue, progress: _Progress, last_e
         "best": best_metrics,
         "last": last_eval.to_dict(catalogue) if last_eval else None,
         "final_train_loss": sum(losses[-10:]) / max(1, len(losses[-10:])),
+        "loss_history": losses,
         "train_seconds": round(elapsed, 2),
         "images_per_second": round(images_seen / elapsed, 3) if elapsed > 0 else None,
         "num_processes": accelerator.num_processes,

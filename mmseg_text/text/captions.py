@@ -1,0 +1,404 @@
+"""Captions: class-catalogue entries and per-image metadata -> English sentences.
+
+The wording lives in ``data/meta/caption_templates.yaml``; this module only picks a template and
+fills it. Two kinds of caption exist (``text.mode``):
+
+* ``classes`` -- one caption per bone, from its name and anatomical description (K captions).
+* ``meta``    -- one caption per image, from the patient metadata and the hand side, e.g.
+  "X-ray of the right hand of a 34-year-old woman, 58 kg, 162 cm tall, wrist bent 12 degrees
+  toward the ulna."
+
+``caption_for_image`` is a plain function of its input (side + metadata dict), so the dataset calls
+it *after* augmentation: a flip that turned a right hand into a left hand says "left". Missing
+values (None, NaN, pandas NA, non-positive ages/weights/heights) are spoken as unknown.
+
+Shuffled control (``text.shuffle``, the placebo of the ablation): every image is paired, once per
+run, with a *donor* image of another person; its caption then carries the donor's patient metadata
+(age, sex, weight, height, wrist angle) but the image's own side after augmentation. Only the
+patient metadata is misleading; the side stays true, so the control measures what the metadata
+adds and not what a wrong side would break. The engine applies it through :meth:`caption_fn`::
+
+    fn = builder.caption_fn(meta_by_image={image_id: meta, ...}, groups={image_id: person_id, ...})
+    dataset = HandXrayDataset(..., caption_fn=fn)       # fn(sample) -> caption, after augmentation
+
+Build the pairing once per run over every image the run sees (train and validation together; the
+test images at prediction time), so a model trained on shuffled captions is also evaluated on them.
+Pass ``groups`` (person ids): both hands of a person share metadata, so a donor from the same person
+would not be a placebo at all.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import random
+import string
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import yaml
+
+from mmseg_text.catalogue import REPO_ROOT, ClassCatalogue
+
+CAPTION_MODES = ("none", "classes", "meta", "meta+classes")
+SIDES = ("left", "right", "unknown")
+_FLIPPED_SIDE = {"left": "right", "right": "left", "unknown": "unknown"}
+
+# Template key -> placeholders it may use. Anything else in the YAML is a typo and an error.
+_PLACEHOLDERS: dict[str, set[str]] = {
+    "classes": {"name", "description"},
+    "meta": {"side", "subject", "weight", "height", "wrist"},
+    "subject.age_sex": {"age", "noun"},
+    "subject.age_only": {"age"},
+    "subject.sex_only": {"noun"},
+    "subject.unknown": set(),
+    "subject.decade_sex": {"decade", "noun", "pronoun"},
+    "subject.decade_only": {"decade"},
+    "weight": {"value"},
+    "weight_unknown": set(),
+    "height": {"value"},
+    "height_unknown": set(),
+    "wrist_bent": {"angle", "direction"},
+    "wrist_straight": set(),
+    "wrist_unknown": set(),
+    "wrist_bent_unknown_angle": set(),
+}
+_OTHER_KEYS = ("side", "sex", "decades", "directions", "wrist_straight_below_deg", "bucket")
+
+
+class CaptionTemplateError(ValueError):
+    """The caption template file is malformed; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class CaptionTemplates:
+    """The parsed template file (see ``data/meta/caption_templates.yaml`` for the meaning of each key)."""
+
+    text: dict[str, str]  # dotted template key -> format string
+    side: dict[str, str]  # left | right | unknown -> phrase
+    sex: dict[str, dict[str, str]]  # female | male -> {noun, pronoun}
+    decades: dict[int, str]  # first year of a decade -> word
+    directions: dict[str, str]  # positive | negative -> bone name
+    wrist_straight_below_deg: float
+    bucket: dict[str, float]  # weight | height | wrist_angle -> rounding step
+    source: str = ""
+
+
+def load_templates(path: str | Path) -> CaptionTemplates:
+    """Read and validate a caption template YAML; errors name the file and the key."""
+    path = Path(path)
+    if not path.is_absolute() and not path.exists():
+        path = REPO_ROOT / path
+    if not path.exists():
+        raise CaptionTemplateError(f"caption template file not found: {path}")
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(doc, dict):
+        raise CaptionTemplateError(f"{path}: expected a mapping at the top level")
+
+    def get(dotted: str) -> Any:
+        node: Any = doc
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise CaptionTemplateError(f"{path}: missing key '{dotted}'")
+            node = node[part]
+        return node
+
+    text: dict[str, str] = {}
+    for key, allowed in _PLACEHOLDERS.items():
+        value = get(key)
+        if not isinstance(value, str):
+            raise CaptionTemplateError(f"{path}: key '{key}' must be a string, got {type(value).__name__}")
+        try:
+            used = {field for _, field, _, _ in string.Formatter().parse(value) if field is not None}
+        except ValueError as err:
+            raise CaptionTemplateError(f"{path}: key '{key}': {err}") from None
+        unknown = sorted(used - allowed)
+        if unknown:
+            raise CaptionTemplateError(
+                f"{path}: key '{key}' uses unknown placeholder(s) {unknown}; allowed: {sorted(allowed)}")
+        text[key] = value
+    for key in _OTHER_KEYS:
+        get(key)
+    side = {s: str(get(f"side.{s}")) for s in SIDES}
+    sex = {s: {"noun": str(get(f"sex.{s}.noun")), "pronoun": str(get(f"sex.{s}.pronoun"))} for s in ("female", "male")}
+    try:
+        decades = {int(k): str(v) for k, v in get("decades").items()}
+        bucket = {k: float(get(f"bucket.{k}")) for k in ("weight", "height", "wrist_angle")}
+        straight = float(get("wrist_straight_below_deg"))
+    except (TypeError, ValueError, AttributeError) as err:
+        raise CaptionTemplateError(f"{path}: bad number in 'decades', 'bucket' or 'wrist_straight_below_deg': {err}") from None
+    if any(step <= 0 for step in bucket.values()):
+        raise CaptionTemplateError(f"{path}: 'bucket' steps must be > 0, got {bucket}")
+    directions = {d: str(get(f"directions.{d}")) for d in ("positive", "negative")}
+    return CaptionTemplates(text=text, side=side, sex=sex, decades=decades, directions=directions,
+                            wrist_straight_below_deg=straight, bucket=bucket, source=str(path))
+
+
+# --------------------------------------------------------------------------- value normalisation
+
+def is_missing(value: Any) -> bool:
+    """None, NaN (Python, NumPy), pandas NA / NaT all count as missing."""
+    if value is None:
+        return True
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return True
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return not math.isfinite(float(value))
+    if isinstance(value, str):
+        return value.strip().lower() in ("", "nan", "none", "null", "na", "n/a")
+    return False
+
+
+def _number(value: Any, *, positive: bool) -> Optional[float]:
+    """A finite float, or None when missing / not a number / (with ``positive``) not > 0."""
+    if is_missing(value) or isinstance(value, bool):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(x) or (positive and x <= 0):
+        return None
+    return x
+
+
+def _round_to(x: float, step: float) -> int:
+    """Round half up to a multiple of ``step`` (Python's round() is half-to-even: 62.5 -> 62)."""
+    return int(math.floor(x / step + 0.5) * step)
+
+
+def normalise_sex(value: Any) -> Optional[str]:
+    if is_missing(value):
+        return None
+    word = str(value).strip().lower()
+    if word in ("female", "f", "woman", "여"):
+        return "female"
+    if word in ("male", "m", "man", "남"):
+        return "male"
+    return None
+
+
+def normalise_side(value: Any) -> str:
+    if is_missing(value):
+        return "unknown"
+    word = str(value).strip().lower()
+    return {"left": "left", "l": "left", "right": "right", "r": "right"}.get(word, "unknown")
+
+
+def _flag(value: Any) -> Optional[bool]:
+    if is_missing(value):
+        return None
+    if isinstance(value, str):
+        return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(value.strip().lower())
+    try:
+        return bool(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------- the builder
+
+class CaptionBuilder:
+    """Turns the class catalogue and image metadata into captions, following a template file.
+
+    Args:
+        templates_path: caption template YAML (``text.templates``).
+        catalogue: the class catalogue (names and descriptions of the bones).
+        mode: ``none`` | ``classes`` | ``meta`` | ``meta+classes`` (``text.mode``); says which captions
+            the run uses (:attr:`uses_class_captions`, :attr:`uses_meta_captions`). The caption
+            functions themselves work in every mode, so reports can always show them.
+        bucket_numbers: age as a decade, weight / height / wrist angle rounded to the template's steps.
+        shuffle: the placebo control: :meth:`caption_fn` gives each image a donor's metadata.
+        seed: seed of the shuffled pairing.
+    """
+
+    def __init__(self, templates_path: str | Path, catalogue: ClassCatalogue, *, mode: str,
+                 bucket_numbers: bool = False, shuffle: bool = False, seed: int = 0):
+        if mode not in CAPTION_MODES:
+            raise ValueError(f"caption mode must be one of {list(CAPTION_MODES)}, got {mode!r}")
+        if shuffle and "meta" not in mode:
+            raise ValueError("shuffle pairs images with other images' metadata captions: "
+                             f"it needs mode='meta' or 'meta+classes', got {mode!r}")
+        self.templates = load_templates(templates_path)
+        self.catalogue = catalogue
+        self.mode = mode
+        self.bucket_numbers = bool(bucket_numbers)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+
+    @property
+    def uses_class_captions(self) -> bool:
+        return "classes" in self.mode
+
+    @property
+    def uses_meta_captions(self) -> bool:
+        return "meta" in self.mode
+
+    # ---- classes
+    def class_captions(self) -> list[str]:
+        """One caption per class, in catalogue order (K captions)."""
+        template = self.templates.text["classes"]
+        return [template.format(name=name, description=description)
+                for name, description in zip(self.catalogue.names, self.catalogue.descriptions)]
+
+    # ---- one image
+    def caption_for_image(self, sample_or_meta: Mapping[str, Any]) -> str:
+        """The metadata caption of one image: a pure function of ``side`` and the ``meta`` dict.
+
+        Accepts a dataset sample (``{"side": ..., "meta": {...}, ...}``) or a flat dict holding the
+        metadata keys and ``side`` together. Metadata keys: ``age``, ``sex``, ``weight``, ``height``,
+        ``wrist_angle_deg`` (anatomical, positive = toward the ulna), ``bent_wrist``.
+        """
+        meta = sample_or_meta.get("meta")
+        if not isinstance(meta, Mapping):
+            meta = sample_or_meta
+        t = self.templates
+        return t.text["meta"].format(
+            side=t.side[normalise_side(sample_or_meta.get("side"))],
+            subject=self._subject(meta.get("age"), meta.get("sex")),
+            weight=self._measure("weight", meta.get("weight")),
+            height=self._measure("height", meta.get("height")),
+            wrist=self._wrist(meta.get("wrist_angle_deg"), meta.get("bent_wrist")),
+        )
+
+    def _subject(self, age_value: Any, sex_value: Any) -> str:
+        t = self.templates.text
+        age = _number(age_value, positive=True)
+        sex = normalise_sex(sex_value)
+        words = self.templates.sex.get(sex, {}) if sex else {}
+        if age is None:
+            return t["subject.sex_only"].format(**words) if sex else t["subject.unknown"]
+        if self.bucket_numbers:
+            decade = self._decade_word(age)
+            if sex:
+                return t["subject.decade_sex"].format(decade=decade, **words)
+            return t["subject.decade_only"].format(decade=decade)
+        years = _round_to(age, 1)
+        if sex:
+            return t["subject.age_sex"].format(age=years, noun=words["noun"])
+        return t["subject.age_only"].format(age=years)
+
+    def _decade_word(self, age: float) -> str:
+        start = int(age // 10) * 10
+        return self.templates.decades.get(start, f"{start}s")
+
+    def _measure(self, field: str, value: Any) -> str:
+        x = _number(value, positive=True)
+        if x is None:
+            return self.templates.text[f"{field}_unknown"]
+        step = self.templates.bucket[field] if self.bucket_numbers else 1
+        return self.templates.text[field].format(value=_round_to(x, step))
+
+    def _wrist(self, angle_value: Any, bent_value: Any) -> str:
+        t = self.templates
+        angle = _number(angle_value, positive=False)
+        if angle is None:
+            bent = _flag(bent_value)
+            if bent is True:
+                return t.text["wrist_bent_unknown_angle"]
+            if bent is False:
+                return t.text["wrist_straight"]
+            return t.text["wrist_unknown"]
+        if abs(angle) < t.wrist_straight_below_deg:
+            return t.text["wrist_straight"]
+        step = t.bucket["wrist_angle"] if self.bucket_numbers else 1
+        degrees = max(_round_to(abs(angle), step), int(math.ceil(step)))  # never "bent 0 degrees"
+        direction = t.directions["positive" if angle > 0 else "negative"]
+        return t.text["wrist_bent"].format(angle=degrees, direction=direction)
+
+    # ---- shuffled control
+    def shuffled_pairing(self, image_ids: Iterable[str],
+                         groups: Optional[Mapping[str, Any] | Sequence[Any]] = None) -> dict[str, str]:
+        """``{image_id: donor_image_id}``: a seeded permutation without fixed points (for n >= 2).
+
+        Deterministic for a given set of ids and seed (the input order does not matter). Every
+        image is a donor exactly once, so the shuffled captions have the same distribution as the
+        real ones; only their link to the image is broken. With ``groups`` (person id per image, as
+        a mapping or a sequence parallel to ``image_ids``), a donor is never from the same group as
+        long as no group holds more than half of the images.
+
+        How: groups in a seeded random order, images in a seeded random order within their group,
+        laid out in one row; each image takes the image ``m`` places further along (cyclically),
+        ``m`` = the largest group size. A group occupies at most ``m`` consecutive places, so the
+        donor is always from another group.
+        """
+        ids = list(image_ids)
+        if groups is not None and not isinstance(groups, Mapping):
+            if len(groups) != len(ids):
+                raise ValueError(f"groups has {len(groups)} entries for {len(ids)} image ids")
+            groups = dict(zip(ids, groups))
+        unique = sorted(set(ids))
+        if len(unique) != len(ids):
+            raise ValueError("shuffled_pairing: image ids must be unique")
+        n = len(unique)
+        if n < 2:
+            return {i: i for i in unique}
+        rng = random.Random(f"mmseg_text.shuffled_pairing:{self.seed}")
+        members: dict[str, list[str]] = defaultdict(list)
+        for image_id in unique:
+            group = groups[image_id] if groups is not None else image_id
+            members[str(group)].append(image_id)
+        order = sorted(members)
+        rng.shuffle(order)
+        row: list[str] = []
+        for group in order:
+            block = members[group]
+            rng.shuffle(block)
+            row.extend(block)
+        largest = max(len(block) for block in members.values())
+        shift = largest if 2 * largest <= n else max(1, n // 2)  # one huge group: avoid at least self
+        return {row[i]: row[(i + shift) % n] for i in range(n)}
+
+    # ---- what the dataset receives
+    def caption_fn(self, meta_by_image: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                   groups: Optional[Mapping[str, Any]] = None) -> Optional["CaptionFn"]:
+        """The ``caption_fn(sample) -> str`` injected into the dataset; None when the mode has no meta captions.
+
+        With ``shuffle``, ``meta_by_image`` (every image of the run -> its metadata dict) is
+        required, and ``groups`` (image -> person id) keeps donors away from the same person.
+        """
+        if not self.uses_meta_captions:
+            return None
+        if not self.shuffle:
+            return CaptionFn(self)
+        if meta_by_image is None:
+            raise ValueError("text.shuffle needs meta_by_image (image_id -> metadata) to find donor captions")
+        pairing = self.shuffled_pairing(list(meta_by_image), groups)
+        return CaptionFn(self, pairing=pairing, meta_by_image=dict(meta_by_image))
+
+
+class CaptionFn:
+    """Picklable ``sample -> caption`` callable (DataLoader workers get a copy).
+
+    With a pairing, the caption uses the donor image's metadata and the sample's own side.
+    """
+
+    def __init__(self, builder: CaptionBuilder, pairing: Optional[Mapping[str, str]] = None,
+                 meta_by_image: Optional[Mapping[str, Mapping[str, Any]]] = None):
+        self.builder = builder
+        self.pairing = dict(pairing) if pairing is not None else None
+        self.meta_by_image = meta_by_image
+
+    def _meta_for(self, sample: Mapping[str, Any]) -> Mapping[str, Any]:
+        if self.pairing is None:
+            return sample.get("meta") or {}
+        image_id = sample.get("image_id")
+        if image_id not in self.pairing:
+            raise KeyError(f"image {image_id!r} is not in the shuffled pairing of this run "
+                           f"({len(self.pairing)} images); build caption_fn over every image the run uses")
+        return self.meta_by_image[self.pairing[image_id]]  # type: ignore[index]
+
+    def __call__(self, sample: Mapping[str, Any]) -> str:
+        return self.builder.caption_for_image({"side": sample.get("side"), "meta": self._meta_for(sample)})
+
+    def variants(self, sample: Mapping[str, Any]) -> list[str]:
+        """Every caption this sample can get under augmentation (its side and the flipped side): warm-up set."""
+        side = normalise_side(sample.get("side"))
+        meta = self._meta_for(sample)
+        captions = [self.builder.caption_for_image({"side": s, "meta": meta}) for s in (side, _FLIPPED_SIDE[side])]
+        return list(dict.fromkeys(captions))
+
+
+__all__ = ["CAPTION_MODES", "CaptionBuilder", "CaptionFn", "CaptionTemplateError", "CaptionTemplates",
+           "is_missing", "load_templates", "normalise_sex", "normalise_side"]
