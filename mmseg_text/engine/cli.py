@@ -23,7 +23,9 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, 
 
 
 def run_main(body: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Our own messages at INFO; libraries (open_clip, timm, accelerate) only when they warn.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mmseg_text").setLevel(logging.INFO)
     try:
         return int(body(argv) or 0)
     except USER_ERRORS as err:

@@ -25,7 +25,8 @@ from mmseg_text.data.images import read_image
 from mmseg_text.data.layout import IMAGE_SUFFIXES, person_id_from_dir
 from mmseg_text.data.metadata import load_metadata, person_meta
 from mmseg_text.data.transforms import flip_side
-from mmseg_text.data.wrist import side_and_angle_from_masks
+from mmseg_text.data.wrist import (BENT_WRIST_THRESHOLD_DEG, MIDDLE_METACARPAL, RADIUS, ULNA,
+                                    hand_side_from_polygons, wrist_angle_from_polygons)
 from mmseg_text.engine.overlays import save_overlay
 from mmseg_text.engine.text_setup import InferenceText
 from mmseg_text.io import atomic_write_json
@@ -64,6 +65,24 @@ def find_image_files(images: str | Path) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"--images {images}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
     return files
+
+
+def side_and_angle_from_masks(masks: np.ndarray, catalogue: ClassCatalogue) -> tuple[str, Optional[float]]:
+    """Hand side and wrist angle from predicted masks (K, H, W): the largest outline of the
+    Radius, Ulna and finger-11 masks stands in for the annotation polygon. Unknown if one is empty."""
+    polygons = {}
+    for name in (RADIUS, ULNA, MIDDLE_METACARPAL):
+        contours, _ = cv2.findContours(masks[catalogue.index(name)].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        if not contours:
+            return "unknown", None
+        largest = max(contours, key=cv2.contourArea)
+        if len(largest) < 3:
+            return "unknown", None
+        polygons[name] = largest[:, 0, :].astype(np.float64)
+    try:
+        return hand_side_from_polygons(polygons), float(wrist_angle_from_polygons(polygons))
+    except ValueError:
+        return "unknown", None
 
 
 def load_thresholds(checkpoint: Path, catalogue: ClassCatalogue, default: float) -> np.ndarray:
@@ -138,7 +157,7 @@ class Predictor:
             side, angle = side_and_angle_from_masks(first.sigmoid().cpu().numpy() > 0.5, self.catalogue)
             job.side = side
             job.meta = {**job.meta, "wrist_angle_deg": angle,
-                        "bent_wrist": None if angle is None else abs(angle) >= 30.0}
+                        "bent_wrist": None if angle is None else abs(angle) >= BENT_WRIST_THRESHOLD_DEG}
         out = self._forward(tensor, self._captions(job, job.side))[0]
         if self.tta:
             mirrored = self._forward(torch.flip(tensor, dims=[-1]), self._captions(job, flip_side(job.side)))[0]

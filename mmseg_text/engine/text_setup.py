@@ -74,7 +74,7 @@ class InferenceText(_TextBase):
     """Captions for prediction: encoded on demand (cached on disk for the next run)."""
 
     def __init__(self, cfg: Config, catalogue: ClassCatalogue):
-        super().__init__(cfg, catalogue)
+        super().__init__(cfg, catalogue, progress=False)  # one caption at a time: no progress bars
         if self.class_captions:
             self.cache.warm(list(self.class_captions))
         self._make_conditioner()

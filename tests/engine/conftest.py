@@ -1,0 +1,46 @@
+"""A tiny end-to-end configuration: 64 px, a LayerNorm encoder, a random tiny CLIP text tower.
+
+ConvNeXt (LayerNorm) and a GroupNorm decoder keep every statistic per sample, so a 2-process DDP
+run and a single-process run over the same global batch compute the same loss.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_config_dict(root: Path, out: Path, cache: Path) -> dict:
+    return {
+        "data": {"root": str(root), "image_size": 64, "num_folds": 3, "num_workers": 0,
+                 "cache_dir": str(cache / "data")},
+        "text": {"mode": "meta+classes", "model": "tiny-clip", "pretrained": None, "cache_dir": str(cache / "text")},
+        "model": {"encoder": "convnext_atto", "decoder_channels": [32, 32, 16, 16, 8], "condition_stages": [0, 1],
+                  "attn_heads": 2, "norm": "group"},
+        "train": {"epochs": 3, "max_steps": 6, "batch_size": 4, "lr": 2e-3, "warmup_steps": 1, "eval_every": 3,
+                  "checkpoint_every": 3, "log_every": 1},
+        "output_dir": str(out),
+    }
+
+
+@pytest.fixture
+def tiny_config(tiny_root, tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config_dict(tiny_root, tmp_path / "run", tmp_path / "cache")))
+    return path
+
+
+def script_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+                "ACCELERATE_USE_CPU": "1", "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def script(name: str) -> list[str]:
+    return [sys.executable, str(REPO / "scripts" / name)]
