@@ -15,6 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 TEXT_MODES = ("none", "classes", "meta", "meta+classes")
 CONDITIONINGS = ("none", "cross_attn", "film")
 HEADS = ("conv", "text_query")
+NORMS = ("batch", "group")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 
 
@@ -67,14 +68,17 @@ class TextConfig:
 @dataclass
 class ModelConfig:
     encoder: str = "resnet18"  # timm backbone name (features_only)
-    encoder_weights: Optional[str] = None  # null = random init; a local file path; "timm" = timm's own download
+    encoder_weights: Optional[str] = None  # null = random init; a local file path; "timm" = timm's own download; "package:efficientnet-lite0"
+    encoder_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments (e.g. a small Swin: embed_dim, depths, num_heads, window_size)
     decoder_channels: List[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])  # deepest first
     conditioning: str = "cross_attn"  # none | cross_attn | film
     condition_stages: List[int] = field(default_factory=lambda: [0, 1, 2])  # decoder stages that read text (0 = deepest)
     attn_heads: int = 4  # cross-attention heads
+    attn_ff_mult: int = 1  # width multiple of the gated feed-forward after each cross-attention (0 = none)
     head: str = "conv"  # conv | text_query (per-class logits from bone-name embeddings)
     query_dim: int = 64  # embedding size of the text_query head
     dropout: float = 0.0
+    norm: str = "batch"  # decoder normalisation: batch | group (per-sample statistics: small batches, exact DDP equivalence)
 
 
 @dataclass
@@ -96,7 +100,6 @@ class TrainConfig:
     keep_checkpoints: int = 2  # rolling save_state directories kept
     log_every: int = 10
     tune_thresholds: bool = True  # pick per-class thresholds on validation and store them with best/
-    skip_bad_samples: bool = False
 
 
 @dataclass
@@ -164,6 +167,7 @@ def validate(cfg: Config) -> None:
     _check_choice("text.mode", cfg.text.mode, TEXT_MODES)
     _check_choice("model.conditioning", cfg.model.conditioning, CONDITIONINGS)
     _check_choice("model.head", cfg.model.head, HEADS)
+    _check_choice("model.norm", cfg.model.norm, NORMS)
     if cfg.train.mixed_precision is not None:
         _check_choice("train.mixed_precision", cfg.train.mixed_precision, MIXED_PRECISIONS)
     if cfg.model.head == "text_query" and "classes" not in cfg.text.mode:

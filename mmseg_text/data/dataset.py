@@ -187,6 +187,8 @@ class HandXrayDataset(Dataset):
         self.image_size = int(self.cfg.image_size)
         self.in_chans = int(self.cfg.in_chans)
         self.caption_fn = caption_fn
+        self.augment_seed: Optional[int] = None  # see set_epoch
+        self.epoch = 0
         self.transforms = build_transforms(transforms) if isinstance(transforms, (list, tuple)) else transforms
         self.skip_bad = bool(self.cfg.skip_bad_samples if skip_bad_samples is None else skip_bad_samples)
         self.skipped: list[tuple[str, str]] = []
@@ -269,6 +271,16 @@ class HandXrayDataset(Dataset):
             self._metas.append(meta)
 
     # ---- samples ----------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentation of sample i in epoch e is drawn from seed (augment_seed, e, i) when
+        ``augment_seed`` is set: the same whichever worker, process or resumed run loads it."""
+        self.epoch = int(epoch)
+
+    def _augment_seed(self, index: int) -> Optional[int]:
+        if self.augment_seed is None:
+            return None
+        return int(np.random.SeedSequence([self.augment_seed, self.epoch, index]).generate_state(1)[0])
+
     def __len__(self) -> int:
         return len(self.records)
 
@@ -296,7 +308,7 @@ class HandXrayDataset(Dataset):
             image = apply_clahe(image)
         side = self.side_of(index)
         if self.transforms is not None:
-            image, masks, mirrored = self.transforms(image, masks)
+            image, masks, mirrored = self.transforms(image, masks, seed=self._augment_seed(index))
             if mirrored:
                 side = flip_side(side)
         sample: dict[str, Any] = {"image": image_to_tensor(image, self.in_chans)}
@@ -328,7 +340,7 @@ def build_datasets(cfg: Any, catalogue: ClassCatalogue, *, caption_fn: Optional[
                    progress: bool = True) -> tuple[HandXrayDataset, HandXrayDataset]:
     """(train, val) datasets of fold ``cfg.data.fold``; metadata, derived frame and split computed once."""
     data_cfg = getattr(cfg, "data", cfg)
-    skip = bool(data_cfg.skip_bad_samples or getattr(getattr(cfg, "train", None), "skip_bad_samples", False))
+    skip = bool(data_cfg.skip_bad_samples)
     root = Path(data_cfg.root)
     records = find_images(root, "train")
     metadata = load_dataset_metadata(root, data_cfg)

@@ -75,10 +75,13 @@ class Augmenter:
     def __len__(self) -> int:
         return len(self.transforms)
 
-    def __call__(self, image: np.ndarray, masks: Optional[np.ndarray] = None
+    def __call__(self, image: np.ndarray, masks: Optional[np.ndarray] = None, *, seed: Optional[int] = None
                  ) -> tuple[np.ndarray, Optional[np.ndarray], bool]:
+        """``seed`` re-seeds the pipeline for this one call (reproducible per-sample augmentation)."""
         if self.compose is None:
             return image, masks, False
+        if seed is not None:
+            self.compose.set_random_seed(seed)
         if masks is None:
             out = self.compose(image=image)
         else:

@@ -95,6 +95,7 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
         text = build_text_side(cfg, catalogue, progress=accelerator.is_local_main_process)
         if text is not None:
             text.attach(train_ds, val_ds)  # captions for every image, encoded once
+    train_ds.augment_seed = cfg.train.seed  # per-sample augmentation seeds: resume and DDP reproduce it
     _report_skipped(accelerator, train_ds, val_ds, out)
 
     model = build_model(cfg.model, num_classes=len(catalogue), text_dim=text.width if text else None,
@@ -131,7 +132,8 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
     last_eval: Optional[EvalResult] = None
     model.train()
     while progress.step < total_steps:
-        train_loader.set_epoch(progress.epoch)
+        train_loader.set_epoch(progress.epoch)  # the seedable sampler's shuffle order
+        train_ds.set_epoch(progress.epoch)  # the augmentation seeds (workers copy the dataset per epoch)
         batches = train_loader
         if progress.batches_in_epoch:
             batches = accelerator.skip_first_batches(train_loader, progress.batches_in_epoch)
