@@ -22,7 +22,7 @@ def tiny_config_dict(root: Path, out: Path, cache: Path) -> dict:
         "text": {"mode": "meta+classes", "model": "tiny-clip", "pretrained": None, "cache_dir": str(cache / "text")},
         "model": {"encoder": "convnext_atto", "decoder_channels": [32, 32, 16, 16, 8], "condition_stages": [0, 1],
                   "attn_heads": 2, "norm": "group"},
-        "train": {"epochs": 3, "max_steps": 6, "batch_size": 4, "lr": 2e-3, "warmup_steps": 1, "eval_every": 3,
+        "train": {"epochs": 100, "max_steps": 6, "batch_size": 4, "lr": 2e-3, "warmup_steps": 1, "eval_every": 3,
                   "checkpoint_every": 3, "log_every": 1},
         "output_dir": str(out),
     }
