@@ -100,6 +100,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # rolling save_state directories kept
     log_every: int = 10
     tune_thresholds: bool = True  # pick per-class thresholds on validation and store them with best/
+    channels_last: bool = True  # NHWC memory format: ~1.4x faster convolutions on CPU, and the layout AMP convs want on GPU
 
 
 @dataclass

@@ -67,7 +67,8 @@ def _bent_flags(batch: dict, device: torch.device) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue, *, text=None,
-             thresholds: float | Sequence[float] = DEFAULT_THRESHOLD, tune_thresholds: bool = False) -> EvalResult:
+             thresholds: float | Sequence[float] = DEFAULT_THRESHOLD, tune_thresholds: bool = False,
+             channels_last: bool = False) -> EvalResult:
     """Run the model over ``loader``; rows from all ranks are gathered (no duplicated samples)."""
     model.eval()
     dice = DiceAccumulator(catalogue.names)
@@ -75,7 +76,8 @@ def evaluate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue,
     sweeps: list[SweepCounts] = []
     for batch in tqdm(loader, desc="val", leave=False, disable=not accelerator.is_local_main_process):
         context = text.context(batch, accelerator.device) if text is not None else None
-        probs = model(batch["image"], context).float().sigmoid()
+        images = batch["image"].contiguous(memory_format=torch.channels_last) if channels_last else batch["image"]
+        probs = model(images, context).float().sigmoid()
         targets = batch["masks"] > 0.5
         rows = dice_per_image(probs, targets, threshold=thresholds)
         flags = _bent_flags(batch, probs.device)

@@ -116,6 +116,8 @@ class Predictor:
         self.options = options
         self.device = torch.device(options.device)
         self.model.to(self.device).eval()
+        self.memory_format = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
         self.catalogue = load_catalogue(self.cfg.data.classes)
         self.thresholds = load_thresholds(self.checkpoint, self.catalogue, self.cfg.predict.threshold)
         self.tta = self.cfg.predict.tta_hflip if options.tta_hflip is None else options.tta_hflip
@@ -140,7 +142,7 @@ class Predictor:
     @torch.no_grad()
     def _forward(self, tensor: torch.Tensor, captions: Optional[list[str]]) -> torch.Tensor:
         context = self.text.context(captions, tensor.shape[0], self.device) if self.text else None
-        return self.model(tensor.to(self.device), context).float()
+        return self.model(tensor.to(self.device).contiguous(memory_format=self.memory_format), context).float()
 
     def _captions(self, job: ImageJob, side: str) -> Optional[list[str]]:
         if self.text is None:

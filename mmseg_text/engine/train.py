@@ -100,6 +100,8 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
 
     model = build_model(cfg.model, num_classes=len(catalogue), text_dim=text.width if text else None,
                         image_size=cfg.data.image_size, in_chans=cfg.data.in_chans)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     train_loader, val_loader = _loaders(cfg, train_ds, val_ds)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
@@ -141,7 +143,7 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
             progress.batches_in_epoch += 1
             with accelerator.accumulate(model):
                 context = text.context(batch, accelerator.device) if text else None
-                logits = model(batch["image"], context)
+                logits = model(_images(batch, cfg), context)
                 loss = loss_fn(logits, batch["masks"])
                 _stop_if_diverged(accelerator, loss, progress, cfg)
                 accelerator.backward(loss)
@@ -182,6 +184,11 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
     return summary
 
 
+def _images(batch: dict, cfg: Config) -> torch.Tensor:
+    images = batch["image"]
+    return images.contiguous(memory_format=torch.channels_last) if cfg.train.channels_last else images
+
+
 def _stop_if_diverged(accelerator: Accelerator, loss: torch.Tensor, progress: _Progress, cfg: Config) -> None:
     # Every rank must take the same decision, or the others would hang in the next all-reduce.
     bad = accelerator.reduce(torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0], device=loss.device), reduction="sum")
@@ -198,7 +205,8 @@ def _save_state(accelerator: Accelerator, cfg: Config, progress: _Progress) -> P
 
 
 def _validate(accelerator, model, val_loader, text, catalogue: ClassCatalogue, cfg: Config, progress: _Progress) -> EvalResult:
-    result = evaluate(model, val_loader, accelerator, catalogue, text=text, tune_thresholds=cfg.train.tune_thresholds)
+    result = evaluate(model, val_loader, accelerator, catalogue, text=text, tune_thresholds=cfg.train.tune_thresholds,
+                      channels_last=cfg.train.channels_last)
     accelerator.log({"val/dice": result.mean_dice, **{f"val/dice_{g}": v for g, v in result.grouped.items()}}, step=progress.step)
     accelerator.print(f"step {progress.step}: val mean Dice {result.mean_dice:.4f}")
     if result.mean_dice > progress.best_dice:
