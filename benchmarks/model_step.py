@@ -22,7 +22,6 @@ ratio under the default policy is measured first and reported too.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import statistics
@@ -35,10 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from mmseg_text.config import ModelConfig
+from mmseg_text.engine.cpu_memory import keep_freed_memory
 from mmseg_text.models import TextContext, build_model, count_parameters
 
 META_TOKENS = 30
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt parameters (malloc.h)
 
 
 def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
@@ -142,16 +141,6 @@ def summary(times: Dict[str, Dict[str, List[float]]], numerator: str, denominato
             "ratio_of_medians": round(med(wall[numerator]) / med(wall[denominator]), 3),
             "median_paired_ratio": round(med([a / b for a, b in zip(wall[numerator], wall[denominator])]), 3),
             "cpu_time_ratio_of_medians": round(med(cpu[numerator]) / med(cpu[denominator]), 3)}
-
-
-def keep_freed_memory() -> bool:
-    """glibc: never trim the heap nor serve allocations by mmap, so freed activations are reused
-    instead of being returned to the kernel and faulted in again every step. False if not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1)) and bool(libc.mallopt(M_MMAP_MAX, 0))
-    except (OSError, AttributeError):
-        return False
 
 
 def _status_kb(field: str) -> int:

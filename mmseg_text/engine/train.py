@@ -24,6 +24,7 @@ from transformers import get_cosine_schedule_with_warmup
 from mmseg_text.catalogue import ClassCatalogue, load_catalogue
 from mmseg_text.config import Config, resolve, to_yaml
 from mmseg_text.data.dataset import build_datasets, collate
+from mmseg_text.engine.cpu_memory import keep_freed_memory
 from mmseg_text.engine.checkpointing import (read_trainer_state, resolve_resume, save_training_state)
 from mmseg_text.engine.evaluate import EvalResult, evaluate
 from mmseg_text.engine.losses import BCEDiceLoss
@@ -84,6 +85,8 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
     cfg = resolve(cfg)
     out = Path(cfg.output_dir)
     accelerator = _make_accelerator(cfg)
+    if accelerator.device.type == "cpu" and keep_freed_memory():
+        logger.info("CPU training: freed memory is kept in the process (glibc mallopt)")
     set_seed(cfg.train.seed)
     catalogue = load_catalogue(cfg.data.classes)
     if accelerator.is_main_process:

@@ -94,3 +94,25 @@ def test_two_process_ddp_matches_single_process(tiny_config, tmp_path):
     np.testing.assert_allclose(ddp["loss_history"], single["loss_history"], atol=1e-3)
     # Validation rows gathered across ranks: every validation image counted exactly once.
     assert ddp["last"]["num_images"] == single["last"]["num_images"]
+
+
+def test_nan_loss_stops_with_a_clear_message_and_a_saved_state(tiny_config, tmp_path, monkeypatch):
+    import torch
+
+    from mmseg_text.engine import train as train_module
+
+    real_forward = train_module.BCEDiceLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, logits, targets):
+        calls["n"] += 1
+        loss = real_forward(self, logits, targets)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(train_module.BCEDiceLoss, "forward", poisoned)
+    cfg = load_config(tiny_config, [f"output_dir={tmp_path / 'nan'}", "train.checkpoint_every=0"])
+    with pytest.raises(train_module.TrainingDiverged, match="loss became nan at step 3") as err:
+        train_module.train(cfg)
+    saved = list_checkpoints(tmp_path / "nan")
+    assert [p.name for p in saved] == ["step_00000002"] and str(saved[0]) in str(err.value)
+    assert torch.isfinite(torch.tensor(read_trainer_state(saved[0])["progress"]["best_dice"]))

@@ -1,0 +1,47 @@
+"""Ablation aggregation: mean ± std per variant, honest verdicts against the no-text baseline."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mmseg_text.engine.ablation import VARIANTS, Variant, aggregate, run_ablation, to_markdown
+
+
+def _scores(mean: float) -> dict[str, float]:
+    return {"mean": mean, "finger": mean + 0.01, "carpal": mean - 0.02, "forearm": mean, "bent": mean - 0.05,
+            "straight": mean + 0.01}
+
+
+def test_aggregate_reports_mean_std_and_flags_differences_within_the_seed_spread():
+    runs = {"none": [_scores(0.80), _scores(0.82)],
+            "meta": [_scores(0.805), _scores(0.825)],  # +0.005: inside a spread of ~0.014
+            "classes": [_scores(0.90), _scores(0.91)]}  # +0.095: far outside
+    result = aggregate(runs)
+    assert result["variants"]["none"]["mean"]["mean"] == pytest.approx(0.81)
+    assert result["variants"]["none"]["mean"]["std"] == pytest.approx(0.0141421, rel=1e-4)
+    assert result["variants"]["none"]["carpal"]["mean"] == pytest.approx(0.79)
+    assert result["vs_baseline"]["meta"]["within_spread"] is True
+    assert result["vs_baseline"]["classes"]["within_spread"] is False
+    assert result["vs_baseline"]["classes"]["diff_vs_none"] == pytest.approx(0.095)
+    text = to_markdown(result, seeds=2)
+    assert "**meta**: +0.0050 Dice vs none" in text and "within the seed spread" in text
+    assert "**classes**: +0.0950" in text and "better than no text by more than the seed spread" in text
+    assert "| none | 0.8100 ± 0.0141 |" in text
+
+
+def test_run_ablation_reuses_finished_runs_and_writes_all_outputs(tmp_path):
+    # Finished runs (summary.json present) are not trained again: an interrupted ablation resumes.
+    variants = [VARIANTS[0], Variant("meta", ("text.mode=meta",))]
+    for variant, base in zip(variants, (0.7, 0.75)):
+        for seed in range(2):
+            run = tmp_path / variant.name / f"seed{seed}"
+            run.mkdir(parents=True)
+            last = {"mean_dice": base + 0.01 * seed, "grouped": {"finger": base, "carpal": base, "forearm": base},
+                    "wrist": {"bent": None, "straight": base}}
+            (run / "summary.json").write_text(json.dumps({"last": last}))
+    result = run_ablation(None, tmp_path, seeds=2, variants=variants, launcher=["false"])
+    assert set(result["variants"]) == {"none", "meta"}
+    assert "bent" not in result["variants"]["none"]  # unknown subsets are left out, not zero
+    assert (tmp_path / "ablation.md").exists() and (tmp_path / "ablation.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "ablation.json").read_text())["baseline"] == "none"
