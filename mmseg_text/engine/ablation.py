@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from mmseg_text.catalogue import REPO_ROOT
 from mmseg_text.config import ConfigError, load_config
-from mmseg_text.io import atomic_write_json, atomic_write_text
+from mmseg_text.io import atomic_save_figure, atomic_write_json, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,4 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=7, ncol=2)
     ax.set_title("text conditioning ablation (mean ± std over seeds)")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    atomic_save_figure(fig, path, dpi=110)

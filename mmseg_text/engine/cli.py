@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -29,6 +30,8 @@ def run_main(body: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     try:
         return int(body(argv) or 0)
     except USER_ERRORS as err:
+        if os.environ.get("MMSEG_TEXT_TRACEBACK"):  # developers: the full traceback instead of one line
+            raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}", file=sys.stderr)
         return 1

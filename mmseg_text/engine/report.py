@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from mmseg_text.io import atomic_write_text
+from mmseg_text.io import atomic_save_figure, atomic_write_text
 
 OVERLAYS_SHOWN = 3
 
@@ -29,10 +29,7 @@ def per_class_chart(evaluation: dict, path: Path) -> Path:
     ax.legend(loc="lower left")
     ax.set_title("per-class Dice on the synthetic test split (blue fingers, orange carpals, green forearm)")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    atomic_save_figure(fig, path, dpi=100)
     return path
 
 

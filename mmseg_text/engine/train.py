@@ -7,6 +7,7 @@ validation rows are collected with ``gather_for_metrics``; state is saved with `
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -179,7 +180,8 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
             progress.batches_in_epoch = 0
     bar.close()
     elapsed = time.perf_counter() - started
-    _save_state(accelerator, cfg, progress)
+    if not (cfg.train.checkpoint_every and progress.step % cfg.train.checkpoint_every == 0):
+        _save_state(accelerator, cfg, progress)  # the final state, unless the loop just saved it
     summary = _summary(cfg, catalogue, progress, last_eval, losses, elapsed, images_seen, accelerator)
     if accelerator.is_main_process:
         atomic_write_json(out / "summary.json", summary)
@@ -235,7 +237,6 @@ def _summary(cfg: Config, catalogue: ClassCatalogue, progress: _Progress, last_e
     best_metrics = None
     best_dir = Path(cfg.output_dir) / "best" / "val_metrics.json"
     if best_dir.exists():
-        import json
         best_metrics = json.loads(best_dir.read_text())
     return {
         "steps": progress.step,
