@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from mmseg_text.io import atomic_path, atomic_write_text
-from mmseg_text.text.encoder import TextFeatures, TextTower
+from mmseg_text.text.tower import TextFeatures, TextTower
 
 logger = logging.getLogger(__name__)
 
