@@ -43,8 +43,9 @@ def test_in_chans_from_config():
 
 
 def test_encoder_kwargs_cannot_override_weights_or_channels():
+    forbidden = {"pretrained": True}  # rejected before timm is called: weights come from model.encoder_weights
     with pytest.raises(ValueError, match=r"may not set \['pretrained'\]"):
-        TimmEncoder("resnet18", pretrained=True)
+        TimmEncoder("resnet18", **forbidden)
 
 
 def test_unknown_encoder_name_is_an_error():
