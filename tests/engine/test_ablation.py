@@ -23,11 +23,22 @@ def test_aggregate_reports_mean_std_and_flags_differences_within_the_seed_spread
     assert result["variants"]["none"]["carpal"]["mean"] == pytest.approx(0.79)
     assert result["vs_baseline"]["meta"]["within_spread"] is True
     assert result["vs_baseline"]["classes"]["within_spread"] is False
-    assert result["vs_baseline"]["classes"]["diff_vs_none"] == pytest.approx(0.095)
+    assert result["vs_baseline"]["classes"]["diff"] == pytest.approx(0.095)
     text = to_markdown(result, seeds=2)
-    assert "**meta**: +0.0050 Dice vs none" in text and "within the seed spread" in text
+    assert "**meta**: +0.0050 Dice (seed spread 0.0141) — within the seed spread" in text
     assert "**classes**: +0.0950" in text and "better than no text by more than the seed spread" in text
     assert "| none | 0.8100 ± 0.0141 |" in text
+
+
+def test_real_captions_are_judged_against_the_shuffled_placebo():
+    runs = {"none": [_scores(0.70), _scores(0.72)], "meta": [_scores(0.80), _scores(0.81)],
+            "meta shuffled": [_scores(0.80), _scores(0.82)]}
+    result = aggregate(runs)
+    assert result["placebo"] == "meta shuffled"
+    assert result["vs_baseline"]["meta"]["within_spread"] is False  # beats no text ...
+    assert result["vs_placebo"]["meta"]["within_spread"] is True  # ... but not the placebo
+    assert set(result["vs_placebo"]) == {"meta"}
+    assert "no evidence that it differs from the shuffled captions" in to_markdown(result, seeds=2)
 
 
 def test_run_ablation_reuses_finished_runs_and_writes_all_outputs(tmp_path):
