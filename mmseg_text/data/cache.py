@@ -27,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmseg_text.data.annotations import AnnotationError, load_annotation
-from mmseg_text.data.images import ImageReadError, read_image
+from mmseg_text.data.images import ImageReadError, read_image, resize_to_model
 from mmseg_text.data.layout import ImageRecord
 from mmseg_text.data.masks import pack_masks, polygons_to_masks, unpack_masks
 from mmseg_text.io import atomic_path
@@ -82,8 +82,7 @@ def preprocess_sample(record: ImageRecord, image_size: int, class_names: Sequenc
     image = read_image(record.image_path)
     orig_size = (int(image.shape[0]), int(image.shape[1]))
     size = (int(image_size), int(image_size))
-    if orig_size != size:
-        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    image = resize_to_model(image, image_size)
     masks = None
     if record.json_path is not None:
         polygons = load_annotation(record.json_path, known_labels=class_names)

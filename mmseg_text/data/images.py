@@ -105,3 +105,12 @@ def _read_dicom(path: Path, percentiles: Optional[tuple[float, float]]) -> np.nd
     if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         values = values.max() - values  # MONOCHROME1 stores bone dark: invert to the usual look
     return _rescale(values, percentiles)
+
+
+def resize_to_model(image: np.ndarray, image_size: int) -> np.ndarray:
+    """The square model input (INTER_AREA). Training (the cache) and prediction both call this, so
+    the network sees the same pixels at both."""
+    size = int(image_size)
+    if image.shape[:2] == (size, size):
+        return image
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)

@@ -6,7 +6,7 @@ With a frozen tower every caption the run can produce is encoded once, before tr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -36,13 +36,6 @@ class TextConditioner:
             if not self.class_captions:
                 raise ValueError(f"text.mode={self.mode} needs class captions")
             self.class_pooled = self.cache.lookup(list(self.class_captions)).pooled.float()
-
-    def warm(self, captions: Iterable[str]) -> None:
-        """Encode every caption the run can produce (and the class captions) once."""
-        wanted = list(dict.fromkeys(captions))
-        if self.class_captions:
-            wanted += list(self.class_captions)
-        self.cache.warm(wanted)
 
     def __call__(self, captions: Optional[Sequence[str]], batch_size: int,
                  device: torch.device | str = "cpu") -> TextContext:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from mmseg_text.catalogue import ClassCatalogue, load_catalogue
 from mmseg_text.config import Config, config_from_dict
 from mmseg_text.data.dataset import apply_clahe, image_to_tensor
-from mmseg_text.data.images import read_image
+from mmseg_text.data.images import read_image, resize_to_model
 from mmseg_text.data.layout import IMAGE_SUFFIXES, person_id_from_dir
 from mmseg_text.data.metadata import load_metadata, person_meta
 from mmseg_text.data.transforms import flip_side
@@ -99,8 +99,7 @@ def load_thresholds(checkpoint: Path, catalogue: ClassCatalogue, default: float)
 
 def model_input(image: np.ndarray, cfg: Config) -> torch.Tensor:
     """Grayscale uint8 (H0, W0) -> normalised (C, S, S), the same steps as the training cache + dataset."""
-    size = cfg.data.image_size
-    resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    resized = resize_to_model(image, cfg.data.image_size)
     if cfg.data.clahe:
         resized = apply_clahe(resized)
     return image_to_tensor(resized, cfg.data.in_chans)
@@ -197,6 +196,8 @@ def predict(checkpoint: str | Path, images: str | Path, out_csv: str | Path, opt
                 yield path.name, name, rle_encode(mask)
 
     count = write_submission(out_csv, rows())
+    if predictor.text is not None:
+        predictor.text.save()  # the captions of this run, for the next one
     report = {"images": len(files), "rows": count, "checkpoint": str(checkpoint), "tta_hflip": predictor.tta,
               "with_meta": options.with_meta, "csv": str(out_csv)}
     return report

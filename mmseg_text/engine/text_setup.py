@@ -71,7 +71,7 @@ class TrainingText(_TextBase):
 
 
 class InferenceText(_TextBase):
-    """Captions for prediction: encoded on demand (cached on disk for the next run)."""
+    """Captions for prediction: encoded on demand, saved to the on-disk cache by ``save``."""
 
     def __init__(self, cfg: Config, catalogue: ClassCatalogue):
         super().__init__(cfg, catalogue, progress=False)  # one caption at a time: no progress bars
@@ -83,9 +83,11 @@ class InferenceText(_TextBase):
         return self.builder.caption_for_image(sample)
 
     def context(self, captions: Optional[Sequence[str]], batch_size: int, device: torch.device | str) -> TextContext:
-        if captions is not None and self.uses_meta:
-            self.cache.warm(list(captions))
+        # New captions are encoded by the cache lookup itself; ``save`` persists them once, at the end.
         return self.conditioner(captions if self.uses_meta else None, batch_size, device)
+
+    def save(self) -> None:
+        self.cache.save()
 
 
 def build_text_side(cfg: Config, catalogue: ClassCatalogue, *, progress: bool = True) -> Optional[TrainingText]:
