@@ -1,18 +1,36 @@
-"""The class catalogue: bone names, descriptions and groups, read from a data file.
+"""The class catalogue: class names, descriptions, groups and derivable facts, read from a data file.
 
-Class names live in ``data/meta/*.yaml`` and nowhere else in the code, so another label set
-(another anatomy) works by pointing ``data.classes`` at another file.
+Class names live in catalogue files (the hand's is bundled: ``mmseg_text/assets/hand_bones.yaml``)
+and nowhere else in the code. Anything anatomy-specific is declared there too: the hand catalogue's
+``derived.hand_geometry`` names the three bones that give hand side and wrist angle. Another label
+set, another anatomy, works by pointing ``data.classes`` at another file.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CATALOGUE = REPO_ROOT / "data" / "meta" / "hand_bones.yaml"
+from mmseg_text.assets import resolve_data_file
+
+DEFAULT_CATALOGUE = "hand_bones"
 _ENTRY_KEYS = {"name", "description", "group"}
+_HAND_GEOMETRY_KEYS = ("radius", "ulna", "middle_metacarpal")
+_DERIVED_KINDS = {"hand_geometry"}
+
+
+@dataclass(frozen=True)
+class HandGeometryBones:
+    """The bones whose outlines give hand side and wrist angle (see ``data/wrist.py``)."""
+
+    radius: str
+    ulna: str
+    middle_metacarpal: str
+
+    def names(self) -> tuple[str, str, str]:
+        return self.radius, self.ulna, self.middle_metacarpal
 
 
 @dataclass(frozen=True)
@@ -23,6 +41,7 @@ class ClassCatalogue:
     names: tuple[str, ...]
     descriptions: tuple[str, ...]
     groups: tuple[str, ...]
+    hand_geometry: Optional[HandGeometryBones] = None  # None: no side / wrist angle for this anatomy
     source: str = ""
 
     def __len__(self) -> int:
@@ -39,14 +58,10 @@ class ClassCatalogue:
 
 
 def load_catalogue(path: str | Path | None = None) -> ClassCatalogue:
-    """Read a catalogue YAML (``classes: [{name, description, group}, ...]``); errors name the file and entry."""
-    path = Path(path) if path else DEFAULT_CATALOGUE
-    if not path.is_absolute() and not path.exists():
-        path = REPO_ROOT / path
-    if not path.exists():
-        raise FileNotFoundError(f"class catalogue not found: {path}")
+    """Read a catalogue YAML (a path, or a bundled name such as ``hand_bones``); errors name the file and entry."""
+    path = resolve_data_file(path or DEFAULT_CATALOGUE, what="class catalogue")
     doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    entries = doc.get("classes")
+    entries = doc.get("classes") if isinstance(doc, dict) else None
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{path}: expected a non-empty list under 'classes'")
     names, descriptions, groups = [], [], []
@@ -63,10 +78,22 @@ def load_catalogue(path: str | Path | None = None) -> ClassCatalogue:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"{path}: duplicate class names {duplicates}")
-    return ClassCatalogue(
-        name=str(doc.get("name", path.stem)),
-        names=tuple(names),
-        descriptions=tuple(descriptions),
-        groups=tuple(groups),
-        source=str(path),
-    )
+    return ClassCatalogue(name=str(doc.get("name", path.stem)), names=tuple(names), descriptions=tuple(descriptions),
+                          groups=tuple(groups), hand_geometry=_hand_geometry(doc.get("derived"), names, path),
+                          source=str(path))
+
+
+def _hand_geometry(derived: object, names: list[str], path: Path) -> Optional[HandGeometryBones]:
+    if derived is None:
+        return None
+    if not isinstance(derived, dict) or set(derived) - _DERIVED_KINDS:
+        raise ValueError(f"{path}: 'derived' must be a mapping with keys among {sorted(_DERIVED_KINDS)}, got {derived!r}")
+    spec = derived.get("hand_geometry")
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or set(spec) != set(_HAND_GEOMETRY_KEYS):
+        raise ValueError(f"{path}: derived.hand_geometry needs exactly the keys {list(_HAND_GEOMETRY_KEYS)}")
+    missing = [f"{key}={spec[key]!r}" for key in _HAND_GEOMETRY_KEYS if spec[key] not in names]
+    if missing:
+        raise ValueError(f"{path}: derived.hand_geometry names classes that are not in the catalogue: {missing}")
+    return HandGeometryBones(**{key: str(spec[key]) for key in _HAND_GEOMETRY_KEYS})

@@ -4,6 +4,7 @@ OmegaConf does the merging and type checks; this module only declares the schema
 OmegaConf's errors into one line that names the offending key. No inheritance chains: a config
 file lists the values it changes, everything else is the default declared here.
 """
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -12,11 +13,10 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-TEXT_MODES = ("none", "classes", "meta", "meta+classes")
-CONDITIONINGS = ("none", "cross_attn", "film")
-HEADS = ("conv", "text_query")
-NORMS = ("batch", "group")
+from mmseg_text.text.modes import parse_text_mode
+
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -35,9 +35,9 @@ def _default_augment() -> List[Dict[str, Any]]:
 @dataclass
 class DataConfig:
     root: str = "data/synthetic"  # dataset root: ROOT/{train,test}/DCM, ROOT/train/outputs_json, ROOT/meta_data.xlsx
-    classes: str = "data/meta/hand_bones.yaml"  # class catalogue file (names, descriptions, groups)
+    classes: str = "hand_bones"  # class catalogue: a YAML path, or a bundled name (mmseg_text/assets/)
     meta_file: Optional[str] = None  # metadata table; None -> ROOT/meta_data.xlsx (or .csv)
-    derived_meta: Optional[str] = None  # derived wrist-angle/side CSV; None -> computed from annotations
+    derived_meta: Optional[str] = None  # side/wrist-angle CSV; None -> computed from annotations (catalogues that declare it)
     image_size: int = 512  # square training resolution
     in_chans: int = 3  # grayscale repeated to this many channels (3 suits ImageNet backbones)
     fold: int = 0  # validation fold index
@@ -55,12 +55,11 @@ class DataConfig:
 class TextConfig:
     mode: str = "meta+classes"  # none | classes | meta | meta+classes
     shuffle: bool = False  # placebo control: pair each image with another image's metadata caption
-    templates: str = "data/meta/caption_templates.yaml"  # caption templates (data)
+    templates: str = "caption_templates"  # caption templates: a YAML path, or a bundled name
     bucket_numbers: bool = False  # say age as a decade and round weight/height (CLIP reads words better)
     model: str = "ViT-B-32"  # open_clip model name (only its text tower is kept)
     pretrained: Optional[str] = "openai"  # open_clip tag or a local weights file; null = explicit random init
     hf_path: Optional[str] = None  # local Hugging Face text encoder directory (overrides model/pretrained)
-    unfreeze_last_n: int = 0  # train the last N transformer blocks (disables the embedding cache)
     cache_dir: str = ".cache/text_embeddings"  # on-disk caption embedding cache, shared by train/eval/predict
     batch_size: int = 64  # captions per encoder call when warming the cache
 
@@ -71,11 +70,11 @@ class ModelConfig:
     encoder_weights: Optional[str] = None  # null = random init; a local file path; "timm" = timm's own download; "package:efficientnet-lite0"
     encoder_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments (e.g. a small Swin: embed_dim, depths, num_heads, window_size)
     decoder_channels: List[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])  # deepest first
-    conditioning: str = "cross_attn"  # none | cross_attn | film
+    conditioning: str = "cross_attn"  # none | cross_attn | film (models/registry.py); none by itself when text.mode=none
     condition_stages: List[int] = field(default_factory=lambda: [0, 1, 2])  # decoder stages that read text (0 = deepest)
     attn_heads: int = 4  # cross-attention heads
     attn_ff_mult: int = 1  # width multiple of the gated feed-forward after each cross-attention (0 = none)
-    head: str = "conv"  # conv | text_query (per-class logits from bone-name embeddings)
+    head: str = "conv"  # conv | text_query (per-class logits from class-name embeddings; models/registry.py)
     query_dim: int = 64  # embedding size of the text_query head
     dropout: float = 0.0
     norm: str = "batch"  # decoder normalisation: batch | group (per-sample statistics: small batches, exact DDP equivalence)
@@ -101,6 +100,7 @@ class TrainConfig:
     log_every: int = 10
     tune_thresholds: bool = True  # pick per-class thresholds on validation and store them with best/
     channels_last: bool = True  # NHWC memory format: ~1.4x faster convolutions on CPU, and the layout AMP convs want on GPU
+    log_with: List[str] = field(default_factory=lambda: ["tensorboard"])  # Accelerate trackers (wandb, mlflow, ... when installed); [] = none
 
 
 @dataclass
@@ -139,7 +139,17 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file not found: {path}")
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if path.is_dir():
+            raise ConfigError(f"--config {path} is a directory; give the path of a YAML config file")
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:  # one line: file, line/column where yaml knows them, the problem
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: cannot read the config file ({type(err).__name__}: {err})") from None
         if not isinstance(doc, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         layers.append(OmegaConf.create(doc))
@@ -154,26 +164,58 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
     except OmegaConfBaseException as err:
         where = f" (in {path})" if path is not None else ""
         raise ConfigError(_one_line(err) + where) from None
-    validate(cfg)
+    validate(cfg, explicit=_explicit_keys(layers[1:]))
     return cfg
 
 
-def _check_choice(key: str, value: Any, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"config key '{key}' must be one of {list(allowed)}, got {value!r}")
+def _explicit_keys(layers: Sequence[Any]) -> set[str]:
+    """Dotted keys set by the config file or the overrides (not by the schema's defaults)."""
+    keys: set[str] = set()
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                keys.add(f"{prefix}{key}")
+
+    for layer in layers:
+        walk(OmegaConf.to_container(layer), "")
+    return keys
 
 
-def validate(cfg: Config) -> None:
-    """Reject values that would otherwise fail deep inside training."""
-    _check_choice("text.mode", cfg.text.mode, TEXT_MODES)
-    _check_choice("model.conditioning", cfg.model.conditioning, CONDITIONINGS)
-    _check_choice("model.head", cfg.model.head, HEADS)
-    _check_choice("model.norm", cfg.model.norm, NORMS)
+def _check_choice(key: str, value: Any, allowed: Sequence[str] | Dict[str, Any]) -> Any:
+    from mmseg_text.models.registry import lookup  # the models package imports this module
+
+    try:
+        return lookup(allowed if isinstance(allowed, dict) else dict.fromkeys(allowed), key, value)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def validate(cfg: Config, *, explicit: Sequence[str] = ()) -> None:
+    """Reject values that would otherwise fail deep inside training. ``explicit`` lists the dotted keys the
+    user set (file or override): a setting they chose is never changed silently, a default may adapt."""
+    from mmseg_text.models.registry import CONDITIONINGS, HEADS, NORMS
+
+    try:
+        mode = parse_text_mode(cfg.text.mode)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    _check_choice("model.conditioning", cfg.model.conditioning, dict(CONDITIONINGS))
+    head = _check_choice("model.head", cfg.model.head, dict(HEADS))
+    _check_choice("model.norm", cfg.model.norm, dict(NORMS))
     if cfg.train.mixed_precision is not None:
         _check_choice("train.mixed_precision", cfg.train.mixed_precision, MIXED_PRECISIONS)
-    if cfg.model.head == "text_query" and "classes" not in cfg.text.mode:
-        raise ConfigError("model.head=text_query needs bone-name embeddings: use text.mode=classes or meta+classes")
-    if cfg.text.shuffle and "meta" not in cfg.text.mode:
+    if not mode.enabled and cfg.model.conditioning != "none":
+        if "model.conditioning" in explicit:
+            raise ConfigError(f"model.conditioning={cfg.model.conditioning} reads text but text.mode=none: "
+                              "set model.conditioning=none, or a text.mode that makes captions")
+        logger.info("text.mode=none: model.conditioning set to none (no text module is built)")
+        cfg.model.conditioning = "none"
+    if head.needs_class_embeddings and not mode.uses_classes:
+        raise ConfigError(f"model.head={cfg.model.head} needs class-name embeddings: use text.mode=classes or meta+classes")
+    if cfg.text.shuffle and not mode.uses_meta:
         raise ConfigError("text.shuffle pairs images with other images' metadata captions: it needs text.mode=meta or meta+classes")
     if not 0 <= cfg.data.fold < cfg.data.num_folds:
         raise ConfigError(f"config key 'data.fold' must be in [0, {cfg.data.num_folds}), got {cfg.data.fold}")
@@ -181,14 +223,6 @@ def validate(cfg: Config) -> None:
                        ("train.grad_accum", cfg.train.grad_accum)):
         if value < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
-
-
-def resolve(cfg: Config) -> Config:
-    """Make implied settings explicit: with text.mode=none no text module is built at all."""
-    if cfg.text.mode == "none":
-        cfg.model.conditioning = "none"
-        cfg.text.shuffle = False
-    return cfg
 
 
 def to_yaml(cfg: Config) -> str:

@@ -1,8 +1,16 @@
-"""Atomic file writes: a crash mid-write never leaves a half-written CSV, JSON or checkpoint."""
+"""Atomic file writes: a crash mid-write never leaves a half-written CSV, JSON or checkpoint.
+
+``write_failure`` turns the many shapes of "the disk is full / read-only / not ours" (OSError with an
+errno, torch's ``inline_container`` RuntimeError, safetensors' ``os error 28`` text) into one
+:class:`DiskWriteError` that says which of the three it is and names the target.
+"""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,3 +70,92 @@ def atomic_save_figure(fig: Any, path: str | Path, *, dpi: int = 100) -> Path:
         fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
     return Path(path)
+
+
+# errno -> what the user is told (the words are part of the contract: tests and users grep them)
+WRITE_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+# Text of write failures that do not come as an OSError: torch.save's C++ writer ("[enforce fail at
+# inline_container.cc:...] . unexpected pos ..." / "PytorchStreamWriter failed writing file ...") and
+# safetensors / Rust I/O errors ("... (os error 28)").
+_WRITE_FAILURE_TEXT = re.compile(r"inline_container|PytorchStreamWriter|file write failed|unexpected pos|"
+                                 r"os error \d+|No space left|Read-only file system|Permission denied|quota", re.I)
+_TEXT_ERRNOS = ((re.compile(r"No space left|os error 28", re.I), errno.ENOSPC),
+                (re.compile(r"quota|os error 122", re.I), errno.EDQUOT),
+                (re.compile(r"Read-only file system|os error 30", re.I), errno.EROFS),
+                (re.compile(r"Permission denied|os error 13", re.I), errno.EACCES),
+                (re.compile(r"Operation not permitted|os error 1\b", re.I), errno.EPERM))
+# Below this much free space after a failed write (and the clean-up of its partial files), a write
+# failure without an errno is put down to a full disk.
+LOW_SPACE_BYTES = 256 * 2**20
+
+
+class DiskWriteError(OSError):
+    """Saving failed because the disk is full, read-only or not writable; ``str()`` names the target.
+
+    ``errno`` is ENOSPC / EDQUOT / EROFS / EACCES / EPERM, or EIO when the cause could not be told.
+    """
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def diagnose_write_errno(path: str | Path) -> int:
+    """Why writing under ``path`` fails, from the file system: ENOSPC, EROFS, EACCES, or EIO (unknown)."""
+    where = _existing_ancestor(Path(path))
+    try:
+        if os.statvfs(where).f_flag & os.ST_RDONLY:
+            return errno.EROFS
+        if shutil.disk_usage(where).free < LOW_SPACE_BYTES:
+            return errno.ENOSPC
+    except OSError:
+        pass
+    directory = where if where.is_dir() else where.parent
+    if not os.access(directory, os.W_OK):
+        return errno.EACCES
+    return errno.EIO
+
+
+def write_failure(err: BaseException, target: str | Path, what: str = "files") -> "DiskWriteError | None":
+    """A :class:`DiskWriteError` for ``err`` when it is a write failure of that kind, else None.
+
+    Call it after removing the partial files (the free space is measured then). ``what`` says what
+    was being saved ("checkpoint", "training state") for the message.
+    """
+    if isinstance(err, DiskWriteError):
+        return err
+    code: int | None = None
+    if isinstance(err, OSError):
+        code = err.errno if err.errno in WRITE_ERRNOS else None
+    elif isinstance(err, RuntimeError) or type(err).__name__ == "SafetensorError":
+        text = str(err)
+        if _WRITE_FAILURE_TEXT.search(text):
+            code = next((c for pattern, c in _TEXT_ERRNOS if pattern.search(text)), None)
+            code = code or diagnose_write_errno(target)
+    if code is None:
+        return None
+    reason = WRITE_ERRNOS.get(code, "the write failed")
+    hint = {errno.ENOSPC: "free some space or write to another disk",
+            errno.EDQUOT: "free some space or write to another disk",
+            errno.EROFS: "write to a writable location",
+            errno.EACCES: "write to a folder you may write to",
+            errno.EPERM: "write to a folder you may write to"}.get(code, "check free space and permissions")
+    detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+    message = f"cannot save {what} to {target}: {reason} ({hint}; {type(err).__name__}: {detail[:200]})"
+    return DiskWriteError(code, message)

@@ -1,15 +1,13 @@
-"""Score a submission CSV against ground-truth polygons (per-class, grouped and mean Dice).
+#!/usr/bin/env python
+"""Score a submission CSV against ground-truth polygons.
 
-    python scripts/evaluate.py --pred submission.csv --gt ROOT/test/outputs_json [--images ROOT/test/DCM] \
-        [--classes data/meta/hand_bones.yaml] [--out DIR]
+    python scripts/evaluate.py --pred submission.csv --gt ROOT/test/outputs_json [--out DIR]
 
-The work is done by ``mmseg_text.engine.evaluate_csv.main``, which tests call directly.
+A thin shell over ``mmseg_text.cli.evaluate`` (installed as ``mmseg-evaluate``).
 """
-from __future__ import annotations
-
 import sys
 
-from mmseg_text.engine.evaluate_csv import main
+from mmseg_text.cli.evaluate import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -1,45 +1,13 @@
 #!/usr/bin/env python
-"""Write a synthetic hand X-ray dataset in the real on-disk layout (train/test DCM + outputs_json,
-meta_data.xlsx, synthetic_truth.csv).
+"""Write the synthetic hand X-ray dataset in the real on-disk layout.
 
-    python scripts/make_synthetic.py --out data/synthetic --ids 40 --size 512 --seed 0 --workers 2
+    python scripts/make_synthetic.py --out data/synthetic --ids 40 --size 512
+
+A thin shell over ``mmseg_text.cli.make_synthetic`` (installed as ``mmseg-make-synthetic``).
 """
-from __future__ import annotations
-
-import argparse
 import sys
-from typing import Optional, Sequence
 
-from mmseg_text.data.synthetic import generate_dataset
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="dataset root to write (created if missing)")
-    parser.add_argument("--ids", type=int, required=True, help="number of people (two images each)")
-    parser.add_argument("--size", type=int, default=2048, help="image side in pixels (default 2048)")
-    parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
-    parser.add_argument("--workers", type=int, default=1, help="processes drawing images in parallel")
-    parser.add_argument("--skip-existing", action="store_true", help="keep images whose PNG and JSON exist")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        summary = generate_dataset(args.out, ids=args.ids, size=args.size, seed=args.seed,
-                                   workers=args.workers, progress=not args.no_progress,
-                                   skip_existing=args.skip_existing)
-    except (ValueError, OSError) as err:
-        print(f"make_synthetic: {err}", file=sys.stderr)
-        return 1
-    images, bent = summary["images"], summary["bent_wrist"]
-    print(f"{summary['out']}: {summary['written']} images written, {summary['skipped']} kept; "
-          f"train {images['train']} ({bent['train']} bent wrists), test {images['test']} "
-          f"({bent['test']} bent wrists); {summary['seconds']} s")
-    return 0
-
+from mmseg_text.cli.make_synthetic import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

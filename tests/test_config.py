@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mmseg_text.config import ConfigError, config_from_dict, load_config, resolve, to_yaml
+from mmseg_text.config import ConfigError, config_from_dict, load_config, to_yaml
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -23,14 +23,63 @@ def test_overrides_are_typed_and_unknown_keys_are_named():
         load_config(None, ["train.lrr=1"])
     with pytest.raises(ConfigError, match=r"'text\.mode' must be one of"):
         load_config(None, ["text.mode=captions"])
-    with pytest.raises(ConfigError, match="text_query needs bone-name embeddings"):
+    with pytest.raises(ConfigError, match="text_query needs class-name embeddings"):
         load_config(None, ["model.head=text_query", "text.mode=meta"])
     with pytest.raises(ConfigError, match="key=value"):
         load_config(None, ["train.lr"])
 
 
-def test_text_mode_none_resolves_to_no_conditioning_and_round_trips():
-    cfg = resolve(load_config(None, ["text.mode=none"]))
+def test_text_mode_none_adapts_the_default_conditioning_and_round_trips():
+    cfg = load_config(None, ["text.mode=none"])  # conditioning left at its default: adapts, with a log line
     assert cfg.model.conditioning == "none"
     again = config_from_dict(__import__("yaml").safe_load(to_yaml(cfg)))
     assert again == cfg
+
+
+def test_explicit_contradiction_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="model.conditioning=cross_attn reads text but text.mode=none"):
+        load_config(None, ["model.conditioning=cross_attn", "text.mode=none"])
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  conditioning: film\n")  # set in the file: explicit too
+    with pytest.raises(ConfigError, match="model.conditioning=film reads text"):
+        load_config(path, ["text.mode=none"])
+    assert load_config(path, ["text.mode=none", "model.conditioning=none"]).model.conditioning == "none"
+
+
+def test_every_registered_choice_is_accepted_and_the_registry_is_the_only_list():
+    from mmseg_text.models.registry import CONDITIONINGS, HEADS, NORMS
+
+    for value in CONDITIONINGS:
+        assert load_config(None, [f"model.conditioning={value}"]).model.conditioning == value
+    for value in NORMS:
+        assert load_config(None, [f"model.norm={value}"]).model.norm == value
+    for value in HEADS:
+        assert load_config(None, [f"model.head={value}"]).model.head == value
+    with pytest.raises(ConfigError, match=r"'model.norm' must be one of \['batch', 'group'\], got 'layer'"):
+        load_config(None, ["model.norm=layer"])
+
+
+def test_yaml_syntax_error_is_one_line_naming_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("train:\n  lr: 0.01\n  epochs: [1, 2\nmodel:\n  head: conv\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert message == f"{path}: invalid YAML at line 4, column 6: expected ',' or ']', but got ':'"
+    assert "\n" not in message
+    path.write_text("train:\n  lr: 0.01\n\tepochs: 3\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: invalid YAML at line 3, column 1: found character '\\t'"):
+        load_config(path)
+
+
+def test_config_pointing_at_a_directory_says_so(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path)
+    assert str(err.value) == f"--config {tmp_path} is a directory; give the path of a YAML config file"
+
+
+def test_undecodable_config_file_is_named(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("output_dir: r\xe9sum\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=rf"^{path}: cannot read the config file \(UnicodeDecodeError: "):
+        load_config(path)

@@ -8,13 +8,21 @@ uncompressed ``.npz`` (zip overhead) and ~3 ms for a compressed one (which is ~4
 Layout: ``cache_dir/<image_size>/<key>.npy``. The key hashes the image's and the JSON's path,
 ``mtime_ns`` and size, the image size and the catalogue names, so editing an annotation, replacing
 an image or changing the resolution or class list silently misses the old entry instead of serving it.
+
+Failures: a cache directory that cannot be written (read-only data root, full disk) is
+:class:`CacheDirError`, naming the directory and suggesting ``data.cache_dir=<a writable path>``.
+A damaged entry (truncated ``.npy``) is :class:`CacheCorruptError` from ``load_cached``;
+``load_or_build`` rebuilds it from the source files with a warning, and raises only when the source
+cannot be read either (the message says which file to delete to rebuild).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import multiprocessing
 import os
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -30,12 +38,40 @@ from mmseg_text.data.annotations import AnnotationError, load_annotation
 from mmseg_text.data.images import ImageReadError, read_image, resize_to_model
 from mmseg_text.data.layout import ImageRecord
 from mmseg_text.data.masks import pack_masks, polygons_to_masks, unpack_masks
-from mmseg_text.io import atomic_path
+from mmseg_text.io import WRITE_ERRNOS, DiskWriteError, atomic_path
 
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # bump when the stored content changes meaning
 SAMPLE_ERRORS = (ImageReadError, AnnotationError, ValueError, OSError)
+# what np.load / the record fields raise for a truncated or overwritten entry
+_DAMAGE_ERRORS = (OSError, ValueError, EOFError, KeyError, IndexError, TypeError)
+
+
+class CacheDirError(DiskWriteError):
+    """The preprocessing cache directory cannot be written; the message names it and the fix."""
+
+
+class CacheCorruptError(ValueError):
+    """A cache entry is truncated or corrupt; the message names the file and how to rebuild it."""
+
+
+def cache_dir_error(directory: str | Path, err: OSError) -> CacheDirError:
+    reason = WRITE_ERRNOS.get(err.errno or 0, err.strerror or str(err))
+    return CacheDirError(err.errno or errno.EIO,
+                         f"preprocessing cache directory {directory} cannot be written ({reason}); set "
+                         "data.cache_dir=<a writable path> (or data.cache=false to read the images every time)")
+
+
+def check_writable(directory: str | Path) -> None:
+    """Create ``directory`` and a file in it, or raise :class:`CacheDirError` naming it."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as err:
+        raise cache_dir_error(directory, err) from None
 
 
 @dataclass(frozen=True)
@@ -111,31 +147,65 @@ def write_cached(path: str | Path, sample: CachedSample) -> None:
 
 
 def load_cached(path: str | Path) -> CachedSample:
-    record = np.load(path, allow_pickle=False)[0]
-    image = record["image"]
-    masks = None
-    if "masks" in record.dtype.names:
-        masks = unpack_masks(record["masks"], image.shape[1])
-    h0, w0 = record["orig_size"]
+    """The entry at ``path``; FileNotFoundError when missing, :class:`CacheCorruptError` when damaged."""
+    try:
+        record = np.load(path, allow_pickle=False)[0]
+        image = record["image"]
+        masks = None
+        if "masks" in record.dtype.names:
+            masks = unpack_masks(record["masks"], image.shape[1])
+        h0, w0 = record["orig_size"]
+    except FileNotFoundError:
+        raise
+    except _DAMAGE_ERRORS as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CacheCorruptError(f"{path}: damaged preprocessing cache file ({type(err).__name__}: {detail}); delete "
+                                f"it (or the whole cache directory {Path(path).parent.parent}) to rebuild it") from None
     return CachedSample(image, masks, (int(h0), int(w0)))
 
 
+def _store(path: Path, sample: CachedSample) -> None:
+    """Write an entry the dataset needed at load time; a cache that cannot be written only warns."""
+    try:
+        write_cached(path, sample)
+    except OSError as err:
+        logger.warning("%s", cache_dir_error(path.parent, err))
+
+
 def load_or_build(path: Path, record: ImageRecord, image_size: int, class_names: Sequence[str]) -> CachedSample:
-    """The cached sample; computed and stored first when the entry is missing (e.g. deleted)."""
+    """The cached sample; computed and stored first when the entry is missing (e.g. deleted).
+
+    A damaged entry is rebuilt from the source files with a warning naming it; when the source cannot
+    be read either, :class:`CacheCorruptError` names the cache file and the source's error.
+    """
     try:
         return load_cached(path)
     except FileNotFoundError:
         sample = preprocess_sample(record, image_size, class_names)
-        write_cached(path, sample)
-        return sample
+    except CacheCorruptError as err:
+        try:
+            sample = preprocess_sample(record, image_size, class_names)
+        except SAMPLE_ERRORS as source_err:
+            raise CacheCorruptError(f"{err}; it cannot be rebuilt now: {type(source_err).__name__}: {source_err}"
+                                    ) from None
+        logger.warning("%s -- rebuilt it from %s", err, record.image_path)
+    _store(path, sample)
+    return sample
 
 
 def _build_one(record: ImageRecord, path: Path, image_size: int, class_names: Sequence[str]) -> Optional[str]:
-    """Write one entry; returns the reason (naming the file) when the sample cannot be read."""
+    """Write one entry; returns the reason (naming the file) when the sample cannot be read.
+
+    A failed write is not the sample's fault: it raises :class:`CacheDirError` naming the directory.
+    """
     try:
-        write_cached(path, preprocess_sample(record, image_size, class_names))
+        sample = preprocess_sample(record, image_size, class_names)
     except SAMPLE_ERRORS as err:
         return f"{type(err).__name__}: {err}"
+    try:
+        write_cached(path, sample)
+    except OSError as err:
+        raise cache_dir_error(path.parent, err) from None
     return None
 
 
@@ -164,7 +234,8 @@ def build_cache(records: Sequence[ImageRecord], *, cache_dir: str | Path, image_
     """Compute the missing cache entries of ``records`` (``workers`` processes; 0/1 = in-process).
 
     Entries already present are reused. Samples that cannot be read are listed in
-    ``report.failed`` with the file and the reason; their ``report.paths`` entry is None.
+    ``report.failed`` with the file and the reason; their ``report.paths`` entry is None. A cache
+    directory that cannot be written raises :class:`CacheDirError` (naming it, suggesting data.cache_dir).
     """
     start = time.perf_counter()
     class_names = tuple(class_names)
@@ -177,13 +248,19 @@ def build_cache(records: Sequence[ImageRecord], *, cache_dir: str | Path, image_
             paths.append(None)
             failures[i] = f"{type(err).__name__}: {err}"
     todo = [i for i, p in enumerate(paths) if p is not None and not p.exists()]
+    if todo:  # a read-only data root (the default cache_dir is ROOT/.cache) fails here, once, naming it
+        check_writable(Path(cache_dir) / str(int(image_size)))
     report = CacheReport(paths=paths, reused=len(records) - len(todo) - len(failures))
     bar = tqdm(total=len(todo), desc=f"cache {image_size}px", disable=not progress or not todo, leave=False)
     if workers > 1 and len(todo) > 1:
         with process_pool(min(workers, len(todo))) as pool:
             futures = {pool.submit(_build_one, records[i], paths[i], image_size, class_names): i for i in todo}
             for future in as_completed(futures):
-                error = future.result()
+                try:
+                    error = future.result()
+                except CacheDirError:
+                    pool.shutdown(wait=True, cancel_futures=True)  # the other entries would fail alike
+                    raise
                 if error is not None:
                     failures[futures[future]] = error
                 bar.update()

@@ -4,7 +4,10 @@
 kind: unreadable/truncated images, JSON that does not parse, unknown labels, missing labels (train
 images need every catalogue class), duplicate labels, polygons of < 3 points or outside the image,
 train images without JSON (and JSON without image), person IDs without metadata (error) and metadata
-rows without images (warning). ``scripts/check_data.py`` prints it and exits 1 on errors.
+rows without images (warning), person folders whose name is not ``ID<number>`` (error: their images
+would be dropped), files that are not images (warning), and metadata values that are not clean,
+plausible numbers (warning: they are read as missing). ``scripts/check_data.py`` prints it and exits
+1 on errors.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import numpy as np
 from mmseg_text.catalogue import ClassCatalogue, load_catalogue
 from mmseg_text.data.cache import process_pool
 from mmseg_text.data.images import ImageReadError, read_image
-from mmseg_text.data.layout import ImageRecord, find_images
+from mmseg_text.data.layout import ImageRecord, person_id_from_dir, scan_images
 from mmseg_text.data.metadata import MetadataError, find_metadata_file, load_metadata, reconcile_ids
 
 # kind -> heading in the printed report (the order is the report's order)
@@ -32,8 +35,10 @@ KINDS = {
     "bad_polygon": "Polygons with fewer than 3 points (or non-numeric points)",
     "polygon_outside": "Polygons with points outside the image",
     "metadata_file": "Metadata table problems",
+    "metadata_value": "Metadata values that are not clean, plausible numbers (read as missing)",
     "missing_metadata": "Person IDs with images but no metadata",
     "layout": "Folder layout problems",
+    "stray_file": "Files that are not images (not used)",
     "orphan_json": "Annotation JSON without an image",
     "metadata_without_images": "Metadata IDs without images",
 }
@@ -148,12 +153,22 @@ def check_annotation(path: Path, class_names: Sequence[str], image_size: Optiona
             report.add("error", "missing_labels", path, f"missing {len(missing)} class(es): {missing}")
 
 
-def _orphan_jsons(root: Path, split: str, records: Iterable[ImageRecord]) -> list[Path]:
+def _orphan_jsons(root: Path, split: str, records: Iterable[ImageRecord], report: CheckReport) -> list[Path]:
+    """JSON files of ``ID<number>`` folders without their image; a JSON folder with another name is
+    reported (as a layout error naming it) instead of listing its files as orphans."""
     json_root = root / split / "outputs_json"
     if not json_root.is_dir():
         return []
     used = {r.json_path.resolve() for r in records if r.json_path is not None}
-    return sorted(p for p in json_root.glob("*/*.json") if p.resolve() not in used)
+    orphans = []
+    for folder in sorted(p for p in json_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        jsons = sorted(folder.glob("*.json"))
+        if person_id_from_dir(folder.name) is None:
+            report.add("error", "layout", folder, f"folder name {folder.name!r} is not a person ID (ID<number>, "
+                                                  f"e.g. ID006): its {len(jsons)} annotation(s) are not used")
+            continue
+        orphans += [p for p in jsons if p.resolve() not in used]
+    return orphans
 
 
 def check_dataset(root: str | Path, catalogue: Optional[ClassCatalogue] = None, *,
@@ -167,13 +182,22 @@ def check_dataset(root: str | Path, catalogue: Optional[ClassCatalogue] = None, 
     records: list[ImageRecord] = []
     for split in splits:
         try:
-            found = find_images(root, split)
+            found, skipped = scan_images(root, split)
         except FileNotFoundError as err:
             report.add("error" if split == "train" else "warning", "layout", root / split, str(err))
             continue
         report.counts[f"{split} images"] = len(found)
         records += found
-        for json_path in _orphan_jsons(root, split, found):
+        image_root = root / split / "DCM"
+        for path, reason in skipped:
+            if path.parent == image_root and path.is_dir():  # a misnamed person folder: its images are lost
+                report.add("error", "layout", path, reason)
+            else:
+                report.add("warning", "stray_file", path, reason)
+        strays = sum(1 for path, _ in skipped if not (path.parent == image_root and path.is_dir()))
+        if strays:
+            report.counts[f"{split} files skipped"] = strays
+        for json_path in _orphan_jsons(root, split, found, report):
             report.add("warning", "orphan_json", json_path, "no image with this name in the matching DCM folder")
 
     paths = [r.image_path for r in records]
@@ -207,11 +231,13 @@ def _check_metadata(root: Path, meta_file: Optional[str | Path], records: Sequen
         report.add("error", "metadata_file", root, "no meta_data.xlsx or meta_data.csv")
         return
     try:
-        meta = load_metadata(path)
+        meta = load_metadata(path, log_problems=False)  # reported here instead
     except MetadataError as err:
         report.add("error", "metadata_file", path, str(err).split(": ", 1)[-1])
         return
     report.counts["metadata rows"] = len(meta)
+    for problem in meta.attrs.get("problems", []):
+        report.add("warning", "metadata_value", path, str(problem))
     folders: dict[int, Path] = {}
     for r in records:
         folders.setdefault(r.person_id, r.image_path.parent)

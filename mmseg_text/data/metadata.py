@@ -4,6 +4,12 @@ The real sheet has Korean headers (ID, 나이, 성별, 체중(몸무게), 키(�
 and sex values such as ``' _x0008_여'`` (stray spaces and an Excel escape of a control character).
 Output: indexed by ``person_id`` (int), columns ``age, sex, weight, height, remarks``; numbers are
 float (NaN when missing, never 0), sex is ``'female' | 'male' | None``, remarks ``str | None``.
+
+Numbers are read strictly: a clean number, optionally followed by the column's own unit (``170 cm``,
+``55,5 kg``, ``34 세``), inside a plausible range (``*_RANGE`` below). Anything else -- ``3O`` (a
+letter O for a zero), ``1.60m`` (another unit), ``340`` years -- is never reinterpreted: the value
+becomes missing (the caption says "unknown") and a :class:`MetadataProblem` is recorded in
+``frame.attrs["problems"]`` (and logged), which ``check_data`` reports as a warning.
 """
 from __future__ import annotations
 
@@ -38,11 +44,41 @@ _SEX_VALUES = {"여": "female", "여자": "female", "여성": "female", "f": "fe
                "woman": "female", "w": "female",
                "남": "male", "남자": "male", "남성": "male", "m": "male", "male": "male", "man": "male"}
 _EXCEL_ESCAPE = re.compile(r"_x[0-9A-Fa-f]{4}_")
-_NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)?")
+# a number (decimal point or comma) and an optional unit word after it; nothing else
+_NUMBER_WITH_UNIT = re.compile(r"([-+]?\d+(?:[.,]\d+)?)\s*([^\d\s.,+-]*)")
+
+# Plausible ranges, inclusive. Deliberately wide (the real sheet holds adults of 19-69 years,
+# 42-118 kg, 150-187 cm): they only catch impossible values -- a height typed in metres (1.6), a
+# weight in grams, an age with a digit too many -- which become missing instead of wrong captions.
+AGE_RANGE_YEARS = (0.0, 120.0)
+WEIGHT_RANGE_KG = (2.0, 400.0)
+HEIGHT_RANGE_CM = (40.0, 250.0)
+NUMERIC_COLUMNS = {"age": (AGE_RANGE_YEARS, "years"), "weight": (WEIGHT_RANGE_KG, "kg"),
+                   "height": (HEIGHT_RANGE_CM, "cm")}
+# the unit words accepted after a number of each column (lower case); other known units are named
+_COLUMN_UNITS = {"age": {"", "y", "yr", "yrs", "year", "years", "세", "살"}, "weight": {"", "kg", "kgs"},
+                 "height": {"", "cm"}}
+_OTHER_UNITS = {"m", "mm", "cm", "km", "in", "inch", "ft", "g", "kg", "lb", "lbs", "st", "months", "month",
+                "개월", "y", "yr", "yrs", "years", "year"}
 
 
 class MetadataError(ValueError):
     """The metadata table is malformed; the message names the file and the columns/rows/IDs."""
+
+
+@dataclass(frozen=True)
+class MetadataProblem:
+    """One value that was not read (it became missing): the person, the column, the raw cell and why."""
+
+    person_id: int
+    column: str  # canonical: age | weight | height
+    raw: object  # the cell as read from the file
+    reason: str
+    header: str = ""  # the file's own header of the column, e.g. 나이
+
+    def __str__(self) -> str:
+        header = f" ({self.header})" if self.header and self.header != self.column else ""
+        return f"ID {self.person_id}, column '{self.column}'{header}: value {self.raw!r} {self.reason}; treated as missing"
 
 
 def clean_text(value: object) -> Optional[str]:
@@ -66,12 +102,29 @@ def normalise_sex(value: object) -> Optional[str]:
     return sex
 
 
-def _to_number(value: object) -> float:
-    text = clean_text(value)
-    if text is None:
-        return np.nan
-    match = _NUMBER.search(text)
-    return float(match.group().replace(",", ".")) if match else np.nan
+def parse_measurement(value: object, column: str) -> tuple[float, Optional[str]]:
+    """(number, None) for a clean, plausible value of ``column`` (age | weight | height);
+    (NaN, None) for an empty cell; (NaN, reason) for anything else -- never a guess."""
+    (low, high), unit = NUMERIC_COLUMNS[column]
+    if isinstance(value, (bool, np.bool_)):
+        return np.nan, "is not a number"
+    if isinstance(value, (int, float, np.integer, np.floating)) and not (isinstance(value, float) and np.isnan(value)):
+        number = float(value)
+    else:
+        text = clean_text(value)
+        if text is None:
+            return np.nan, None
+        match = _NUMBER_WITH_UNIT.fullmatch(text)
+        if match is None or match.group(2).lower() not in _COLUMN_UNITS[column]:
+            word = match.group(2).lower() if match else ""
+            if word in _OTHER_UNITS:
+                return np.nan, f"has the unit {match.group(2)!r}, expected a number in {unit}"
+            hint = " (a letter O for a zero?)" if re.fullmatch(r"[\dOo.,]+", text) else ""
+            return np.nan, f"is not a clean number{hint}"
+        number = float(match.group(1).replace(",", "."))
+    if not np.isfinite(number) or not low <= number <= high:
+        return np.nan, f"is outside the plausible range {low:g}-{high:g} {unit}"
+    return number, None
 
 
 def _to_person_id(value: object) -> Optional[int]:
@@ -104,8 +157,15 @@ def find_metadata_file(root: str | Path, meta_file: Optional[str | Path] = None)
     return None
 
 
-def load_metadata(path: str | Path) -> pd.DataFrame:
-    """Tidy metadata frame indexed by ``person_id``; see the module docstring for the columns."""
+def load_metadata(path: str | Path, *, log_problems: bool = True) -> pd.DataFrame:
+    """Tidy metadata frame indexed by ``person_id``; see the module docstring for the columns.
+
+    Raises :class:`MetadataError` (naming the file) for a table that cannot be used at all. Values
+    that are not clean numbers or are implausible become NaN and are listed, as
+    :class:`MetadataProblem` (person_id, column, raw, reason, header), in ``frame.attrs["problems"]``
+    (an empty list when there are none); each is logged as a warning naming the file, the ID and the
+    column unless ``log_problems`` is False (``check_data`` reports them itself).
+    """
     path = Path(path)
     try:
         if path.suffix.lower() in (".xlsx", ".xlsm", ".xls"):
@@ -152,13 +212,26 @@ def load_metadata(path: str | Path) -> pd.DataFrame:
         except ValueError as err:
             raise MetadataError(f"{path}: ID {int(ids.iloc[n])}: {err}") from None
     index = pd.Index(ids.astype(int).to_numpy(), name="person_id")
-    frame = pd.DataFrame({col: np.array([_to_number(v) for v in raw[columns[col]]], dtype=np.float64)
-                          for col in ("age", "weight", "height")}, index=index)
+    problems: list[MetadataProblem] = []
+    numbers: dict[str, list[float]] = {}
+    for col in ("age", "weight", "height"):
+        numbers[col] = []
+        for n, value in enumerate(raw[columns[col]]):
+            number, reason = parse_measurement(value, col)
+            numbers[col].append(number)
+            if reason is not None:
+                problems.append(MetadataProblem(int(ids.iloc[n]), col, value, reason, str(columns[col])))
+    frame = pd.DataFrame({col: np.array(values, dtype=np.float64) for col, values in numbers.items()}, index=index)
     # object columns assigned explicitly: pandas would otherwise turn None into NaN (str dtype)
     frame.insert(1, "sex", pd.Series(sexes, index=index, dtype=object))
     remarks = [clean_text(v) for v in raw[columns["remarks"]]] if "remarks" in columns else [None] * len(raw)
     frame["remarks"] = pd.Series(remarks, index=index, dtype=object)
-    return frame.sort_index()
+    frame = frame.sort_index()
+    problems.sort(key=lambda p: (p.person_id, COLUMNS.index(p.column)))
+    frame.attrs["problems"] = problems
+    for problem in problems if log_problems else ():
+        logger.warning("%s: %s", path, problem)
+    return frame
 
 
 def person_meta(meta: Optional[pd.DataFrame], person_id: int) -> dict[str, object]:

@@ -1,79 +1,124 @@
-"""Wrist angle and hand side derived from bone polygons: the real metadata has neither.
+"""Wrist angle and hand side derived from bone outlines: the real metadata has neither.
 
 The angle follows what the teams on the real data measured: the forearm axis (radius and ulna) against
 the middle-finger axis (its metacarpal). Its sign is anatomical, positive toward the ulna (ulnar
 deviation), so mirroring an image changes the side but not the angle. Axes are bone midlines rather
 than plain principal axes: only the distal forearm is in the picture, cut by the image border and ending
 in a slanted articular surface, and both would tilt a principal axis by several degrees.
+
+Which classes are the radius, the ulna and the middle metacarpal is declared by the class catalogue
+(``derived.hand_geometry``); a catalogue without that section has no derived facts at all.
 """
 from __future__ import annotations
 
+import logging
 import math
-from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
+import cv2
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from mmseg_text.catalogue import ClassCatalogue, HandGeometryBones
 from mmseg_text.data.annotations import load_annotation
-from mmseg_text.data.layout import find_images
+from mmseg_text.data.layout import ImageRecord
 
-RADIUS = "Radius"                 # forearm bone on the thumb side
-ULNA = "Ulna"                     # forearm bone on the little-finger side
-MIDDLE_METACARPAL = "finger-11"   # third metacarpal: the hand's axis in the teams' definition
 BENT_WRIST_THRESHOLD_DEG = 30.0   # real hands are straight within ±20° or bent 40-60°; 30° splits them
 DERIVED_COLUMNS = ["image_id", "person_id", "side", "wrist_angle_deg", "bent_wrist"]
+RADIUS, ULNA, MIDDLE_METACARPAL = "radius", "ulna", "middle_metacarpal"  # roles, not class names
 
 Polygons = Mapping[str, np.ndarray]
+logger = logging.getLogger(__name__)
 
 
 class WristGeometryError(ValueError):
     """The polygons cannot give an angle (a bone is missing or degenerate); the message names it."""
 
 
-def wrist_angle_from_polygons(polygons: Polygons) -> float:
+def _by_role(polygons: Polygons, bones: HandGeometryBones) -> dict[str, np.ndarray]:
+    """The three outlines keyed by role; a missing class is an error naming it."""
+    out = {}
+    for role, name in zip((RADIUS, ULNA, MIDDLE_METACARPAL), bones.names()):
+        if name not in polygons:
+            raise WristGeometryError(f"no {name!r} polygon (have {sorted(polygons)})")
+        out[role] = polygons[name]
+    return out
+
+
+def wrist_angle_from_polygons(polygons: Polygons, bones: HandGeometryBones) -> float:
     """Signed angle in degrees between the forearm axis and the middle-metacarpal axis.
 
     Positive when the metacarpal leans toward the ulna (ulnar deviation); unchanged by a mirror.
     """
-    forearm, lateral = _forearm_frame(polygons)
-    _, metacarpal = _oriented_axis(_polygon(polygons, MIDDLE_METACARPAL), _toward_hand(polygons))
+    roles = _by_role(polygons, bones)
+    forearm, lateral = _forearm_frame(roles)
+    _, metacarpal = _oriented_axis(_polygon(roles, MIDDLE_METACARPAL), _toward_hand(roles))
     return math.degrees(math.atan2(float(metacarpal @ lateral), float(metacarpal @ forearm)))
 
 
-def hand_side_from_polygons(polygons: Polygons) -> str:
+def hand_side_from_polygons(polygons: Polygons, bones: HandGeometryBones) -> str:
     """"right" or "left" from the radius-ulna order seen with the fingers up (image y points down).
 
     In a PA view of a right hand the radius lies on the image's left of the ulna: looking along the
     forearm toward the hand, the ulna is then clockwise of the axis (positive 2-D cross product).
     """
-    forearm, _ = _forearm_frame(polygons)
-    radius_to_ulna = _centroid(_polygon(polygons, ULNA)) - _centroid(_polygon(polygons, RADIUS))
+    roles = _by_role(polygons, bones)
+    forearm, _ = _forearm_frame(roles)
+    radius_to_ulna = _centroid(_polygon(roles, ULNA)) - _centroid(_polygon(roles, RADIUS))
     cross = forearm[0] * radius_to_ulna[1] - forearm[1] * radius_to_ulna[0]
     return "right" if cross > 0 else "left"
 
 
-def derive_metadata(root: str | Path, split: str = "train", *, progress: bool = False) -> pd.DataFrame:
-    """Side, wrist angle and bent-wrist flag for every labelled image of ``split`` under ROOT.
+def hand_facts(polygons: Polygons, bones: HandGeometryBones) -> dict[str, Any]:
+    """``{side, wrist_angle_deg, bent_wrist}`` of one image (raises WristGeometryError)."""
+    angle = wrist_angle_from_polygons(polygons, bones)
+    return {"side": hand_side_from_polygons(polygons, bones), "wrist_angle_deg": round(angle, 2),
+            "bent_wrist": abs(angle) >= BENT_WRIST_THRESHOLD_DEG}
 
-    Images without an annotation JSON are skipped (the angle needs polygons); none at all is an error.
+
+UNKNOWN_FACTS: dict[str, Any] = {"side": "unknown", "wrist_angle_deg": None, "bent_wrist": None}
+
+
+def hand_facts_from_masks(masks: np.ndarray, catalogue: ClassCatalogue) -> dict[str, Any]:
+    """Side and wrist angle from predicted masks (K, H, W): the largest outline of each of the three
+    bones stands in for its annotation polygon. Unknown when the catalogue declares no hand geometry
+    or a bone is missing from the prediction."""
+    bones = catalogue.hand_geometry
+    if bones is None:
+        return dict(UNKNOWN_FACTS)
+    polygons = {}
+    for name in bones.names():
+        contours, _ = cv2.findContours(masks[catalogue.index(name)].astype(np.uint8), cv2.RETR_EXTERNAL,
+                                       cv2.CHAIN_APPROX_NONE)
+        largest = max(contours, key=cv2.contourArea) if contours else None
+        if largest is None or len(largest) < 3:
+            return dict(UNKNOWN_FACTS)
+        polygons[name] = largest[:, 0, :].astype(np.float64)
+    try:
+        return hand_facts(polygons, bones)
+    except WristGeometryError:
+        return dict(UNKNOWN_FACTS)
+
+
+def derive_metadata(records: Sequence[ImageRecord], bones: HandGeometryBones, *, skip_bad: bool = False,
+                    progress: bool = False) -> pd.DataFrame:
+    """Side, wrist angle and bent-wrist flag for every labelled record (``DERIVED_COLUMNS``).
+
+    Records without an annotation JSON are left out. A polygon set that gives no angle is an error
+    naming the file, or, with ``skip_bad``, a warning and no row for that image.
     """
-    records = [r for r in find_images(root, split) if r.json_path is not None]
-    if not records:
-        raise FileNotFoundError(f"no annotation JSONs under {Path(root) / split / 'outputs_json'}: "
-                                "the wrist angle is derived from bone polygons")
     rows = []
-    for record in tqdm(records, desc=f"derive {split}", unit="img", disable=not progress):
-        polygons = load_annotation(record.json_path)
+    labelled = [r for r in records if r.json_path is not None]
+    for record in tqdm(labelled, desc="derive side/wrist angle", unit="img", disable=not progress):
         try:
-            angle = wrist_angle_from_polygons(polygons)
-            side = hand_side_from_polygons(polygons)
-        except WristGeometryError as err:
-            raise WristGeometryError(f"{record.json_path}: {err}") from None
-        rows.append({"image_id": record.image_id, "person_id": record.person_id, "side": side,
-                     "wrist_angle_deg": round(angle, 2),
-                     "bent_wrist": abs(angle) >= BENT_WRIST_THRESHOLD_DEG})
+            facts = hand_facts(load_annotation(record.json_path), bones)
+        except (ValueError, OSError) as err:  # AnnotationError and WristGeometryError are ValueErrors
+            if not skip_bad:
+                raise WristGeometryError(f"{record.json_path}: {err}") from None
+            logger.warning("%s: no side/wrist angle (%s)", record.json_path, err)
+            continue
+        rows.append({"image_id": record.image_id, "person_id": record.person_id, **facts})
     return pd.DataFrame(rows, columns=DERIVED_COLUMNS)
 
 

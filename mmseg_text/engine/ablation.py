@@ -1,7 +1,7 @@
 """Text on/off ablation: the same config under each ``text.mode`` and a shuffled-caption control, K seeds each.
 
-Each run is a separate ``scripts/train.py`` process (clean Accelerate state, and a finished run's
-``summary.json`` is reused, so an interrupted ablation continues where it stopped). Scores are the
+Each run is a separate ``python -m mmseg_text.cli.train`` process (clean Accelerate state, and a finished
+run's ``summary.json`` is reused, so an interrupted ablation continues where it stopped). Scores are the
 validation metrics of the *last* step, not the best one: picking the best step on the validation
 split would flatter every variant by a different amount.
 """
@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from mmseg_text.catalogue import REPO_ROOT
-from mmseg_text.config import ConfigError, load_config
+from mmseg_text.config import load_config
+from mmseg_text.models.registry import HEADS
+from mmseg_text.text.modes import parse_text_mode
 from mmseg_text.io import atomic_save_figure, atomic_write_json, atomic_write_text
 
 
@@ -28,7 +29,7 @@ class Variant:
 
 
 VARIANTS = (
-    Variant("none", ("text.mode=none",)),
+    Variant("none", ("text.mode=none", "model.conditioning=none")),
     Variant("classes", ("text.mode=classes",)),
     Variant("meta", ("text.mode=meta",)),
     Variant("meta+classes", ("text.mode=meta+classes",)),
@@ -44,22 +45,23 @@ def _run_dir(out: Path, variant: Variant, seed: int) -> Path:
 
 
 def _with_head_fallback(config: str | None, overrides: list[str]) -> list[str]:
-    """Validate a variant's config early; a text_query head needs bone names, so variants
-    without them fall back to the conv head (recorded in the run's config.yaml)."""
-    try:
-        load_config(config, overrides)
-        return overrides
-    except ConfigError as err:
-        if "text_query" in str(err):
-            return overrides + ["model.head=conv"]
-        raise
+    """A head that reads class-name embeddings (models/registry.py) cannot run in a variant without them:
+    that variant gets the conv head instead (said here, and recorded in the run's config.yaml)."""
+    base = load_config(config, [o for o in overrides if not o.startswith(("text.mode=", "model.conditioning="))])
+    mode = parse_text_mode(next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("text.mode=")),
+                                base.text.mode))
+    if HEADS[base.model.head].needs_class_embeddings and not mode.uses_classes:
+        print(f"[ablation] text.mode={mode.name}: model.head={base.model.head} needs class names; using model.head=conv")
+        overrides = overrides + ["model.head=conv"]
+    load_config(config, overrides)  # every variant's config is valid before the first run starts
+    return overrides
 
 
 def run_ablation(config: str | None, out: str | Path, seeds: int, overrides: Sequence[str] = (),
                  variants: Sequence[Variant] = VARIANTS, launcher: Sequence[str] | None = None) -> dict[str, Any]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    launcher = list(launcher or [sys.executable, str(REPO_ROOT / "scripts" / "train.py")])
+    launcher = list(launcher or [sys.executable, "-m", "mmseg_text.cli.train"])
     runs: dict[str, list[dict[str, Any]]] = {}
     for variant in variants:
         run_overrides = _with_head_fallback(config, list(overrides) + list(variant.overrides))

@@ -1,7 +1,7 @@
-"""The Accelerate training loop: ``train(cfg)``; ``scripts/train.py`` is a thin shell over it.
+"""The Accelerate training loop: ``train(cfg)``; ``mmseg-train`` / ``scripts/train.py`` is a thin shell over it.
 
-Order as in the Accelerate examples: Accelerator -> seed -> data -> text -> model -> optimizer ->
-scheduler -> one ``prepare``. Gradient accumulation goes through ``accelerator.accumulate``;
+Order as in the Accelerate examples: Accelerator -> seed -> data (index -> captions -> datasets) -> model ->
+optimizer -> scheduler -> one ``prepare``. Gradient accumulation goes through ``accelerator.accumulate``;
 validation rows are collected with ``gather_for_metrics``; state is saved with ``save_state``
 (atomically, see checkpointing.py) and resumed with ``load_state`` + ``skip_first_batches``.
 """
@@ -20,18 +20,18 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
 
 from mmseg_text.catalogue import ClassCatalogue, load_catalogue
-from mmseg_text.config import Config, resolve, to_yaml
-from mmseg_text.data.dataset import build_datasets, collate
-from mmseg_text.engine.cpu_memory import keep_freed_memory
-from mmseg_text.engine.checkpointing import (read_trainer_state, resolve_resume, save_training_state)
-from mmseg_text.engine.evaluate import EvalResult, evaluate
+from mmseg_text.config import Config, ConfigError, to_yaml
+from mmseg_text.data.dataset import collate
+from mmseg_text.engine.checkpointing import read_trainer_state, resolve_resume, save_training_state
+from mmseg_text.engine.data_setup import RunData, build_run_data
+from mmseg_text.engine.export import export_model
 from mmseg_text.engine.losses import BCEDiceLoss
-from mmseg_text.engine.text_setup import build_text_side
+from mmseg_text.engine.optim import build_optimizer, build_scheduler
+from mmseg_text.engine.validation import EvalResult, validate
 from mmseg_text.io import atomic_write_json, atomic_write_text
-from mmseg_text.models import build_model, save_checkpoint
+from mmseg_text.models import build_model
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _make_accelerator(cfg: Config) -> Accelerator:
     return Accelerator(
         mixed_precision=cfg.train.mixed_precision,  # None -> accelerate config / launch flag
         gradient_accumulation_steps=cfg.train.grad_accum,
-        log_with="tensorboard",
+        log_with=list(cfg.train.log_with) or None,
         project_config=ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=str(Path(cfg.output_dir) / "logs")),
         # Seedable sampler: the shuffle order of epoch e depends only on (seed, e), so a resumed
         # run and a DDP run see the same samples as an uninterrupted single-process run.
@@ -61,33 +61,43 @@ def _make_accelerator(cfg: Config) -> Accelerator:
     )
 
 
-def _loaders(cfg: Config, train_ds, val_ds) -> tuple[DataLoader, DataLoader]:
-    workers = cfg.data.num_workers
-    common = dict(collate_fn=collate, num_workers=workers, persistent_workers=False, pin_memory=torch.cuda.is_available())
-    train_loader = DataLoader(train_ds, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True, **common)
-    val_loader = DataLoader(val_ds, batch_size=cfg.train.batch_size, shuffle=False, **common)
+def _train_batch_size(cfg: Config, train_size: int, num_processes: int) -> int:
+    """The configured batch, shrunk (with a log line) when the training set cannot fill one per process;
+    an empty training set is an error naming the sizes (an epoch without a step would loop forever)."""
+    if train_size < num_processes:
+        raise ConfigError(f"the training split has {train_size} image(s) for {num_processes} process(es): "
+                          f"no optimizer step is possible (data.root={cfg.data.root}, fold {cfg.data.fold} of "
+                          f"{cfg.data.num_folds}); add images or lower data.num_folds")
+    fits = train_size // num_processes
+    if fits < cfg.train.batch_size:
+        logger.warning("train.batch_size=%d does not fit %d training image(s) on %d process(es): using batch %d",
+                       cfg.train.batch_size, train_size, num_processes, fits)
+        return fits
+    return cfg.train.batch_size
+
+
+def _loaders(cfg: Config, data: RunData, batch_size: int) -> tuple[DataLoader, DataLoader]:
+    common = dict(collate_fn=collate, num_workers=cfg.data.num_workers, persistent_workers=False,
+                  pin_memory=torch.cuda.is_available())
+    train_loader = DataLoader(data.train, batch_size=batch_size, shuffle=True, drop_last=True, **common)
+    val_loader = DataLoader(data.val, batch_size=cfg.train.batch_size, shuffle=False, **common)
     return train_loader, val_loader
 
 
 def _hparams(cfg: Config) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for section, values in cfg.to_dict().items():
-        if isinstance(values, dict):
-            for k, v in values.items():
-                if isinstance(v, (int, float, str, bool)):
-                    flat[f"{section}.{k}"] = v
-        elif isinstance(values, (int, float, str, bool)):
-            flat[section] = values
+        items = values.items() if isinstance(values, dict) else [("", values)]
+        for k, v in items:
+            if isinstance(v, (int, float, str, bool)):
+                flat[f"{section}.{k}" if k else section] = v
     return flat
 
 
 def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
     """Train, validate, checkpoint; returns (and writes) ``output_dir/summary.json``."""
-    cfg = resolve(cfg)
     out = Path(cfg.output_dir)
     accelerator = _make_accelerator(cfg)
-    if accelerator.device.type == "cpu" and keep_freed_memory():
-        logger.info("CPU training: freed memory is kept in the process (glibc mallopt)")
     set_seed(cfg.train.seed)
     catalogue = load_catalogue(cfg.data.classes)
     if accelerator.is_main_process:
@@ -95,19 +105,16 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
         atomic_write_text(out / "config.yaml", to_yaml(cfg))
 
     with accelerator.main_process_first():  # the main process builds the caches, the others read them
-        train_ds, val_ds = build_datasets(cfg, catalogue, progress=accelerator.is_local_main_process)
-        text = build_text_side(cfg, catalogue, progress=accelerator.is_local_main_process)
-        if text is not None:
-            text.attach(train_ds, val_ds)  # captions for every image, encoded once
-    train_ds.augment_seed = cfg.train.seed  # per-sample augmentation seeds: resume and DDP reproduce it
-    _report_skipped(accelerator, train_ds, val_ds, out)
+        data = build_run_data(cfg, catalogue, progress=accelerator.is_local_main_process)
+    _report_skipped(accelerator, data, out)
+    text = data.text
 
     model = build_model(cfg.model, num_classes=len(catalogue), text_dim=text.width if text else None,
                         image_size=cfg.data.image_size, in_chans=cfg.data.in_chans)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    train_loader, val_loader = _loaders(cfg, train_ds, val_ds)
+    optimizer = build_optimizer(model, cfg.train)
+    train_loader, val_loader = _loaders(cfg, data, _train_batch_size(cfg, len(data.train), accelerator.num_processes))
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
 
     # Accelerate also syncs at the end of the loader, so a short last window is a step too.
@@ -115,10 +122,8 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
     total_steps = cfg.train.epochs * steps_per_epoch
     if cfg.train.max_steps:
         total_steps = min(total_steps, cfg.train.max_steps)
-    # The prepared scheduler advances once per process at each optimizer step.
-    scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=cfg.train.warmup_steps * accelerator.num_processes,
-                                                num_training_steps=total_steps * accelerator.num_processes)
-    scheduler = accelerator.prepare(scheduler)
+    scheduler = accelerator.prepare(build_scheduler(optimizer, cfg.train, total_steps=total_steps,
+                                                    num_processes=accelerator.num_processes))
     loss_fn = BCEDiceLoss(cfg.train.bce_weight, cfg.train.dice_weight)
 
     progress = _Progress()
@@ -130,8 +135,9 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
 
     accelerator.init_trackers("train", config=_hparams(cfg))
     eval_every = cfg.train.eval_every or steps_per_epoch
-    losses: list[float] = []  # per optimizer step, this process's run (after a resume: from there on)
-    window: list[float] = []
+    recent: list[float] = []  # per optimizer step since the last log line
+    window: list[float] = []  # per micro-batch of the current optimizer step
+    final_loss: Optional[float] = None  # mean of the last logging window
     started = time.perf_counter()
     images_seen = 0
     bar = tqdm(total=total_steps, initial=progress.step, desc="train", disable=not accelerator.is_local_main_process)
@@ -139,14 +145,14 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
     model.train()
     while progress.step < total_steps:
         train_loader.set_epoch(progress.epoch)  # the seedable sampler's shuffle order
-        train_ds.set_epoch(progress.epoch)  # the augmentation seeds (workers copy the dataset per epoch)
+        data.train.set_epoch(progress.epoch)  # the augmentation seeds (workers copy the dataset per epoch)
         batches = train_loader
         if progress.batches_in_epoch:
             batches = accelerator.skip_first_batches(train_loader, progress.batches_in_epoch)
         for batch in batches:
             progress.batches_in_epoch += 1
             with accelerator.accumulate(model):
-                context = text.context(batch, accelerator.device) if text else None
+                context = text.batch_context(batch, accelerator.device) if text else None
                 logits = model(_images(batch, cfg), context)
                 loss = loss_fn(logits, batch["masks"])
                 _stop_if_diverged(accelerator, loss, progress, cfg)
@@ -160,16 +166,20 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
             images_seen += batch["image"].shape[0] * accelerator.num_processes
             if not accelerator.sync_gradients:
                 continue
-            losses.append(sum(window) / len(window))  # mean over the accumulated micro-batches
+            recent.append(sum(window) / len(window))  # mean over the accumulated micro-batches
             window.clear()
             progress.step += 1
             bar.update(1)
             if progress.step % cfg.train.log_every == 0 or progress.step == total_steps:
-                recent = losses[-cfg.train.log_every:]
-                accelerator.log({"train/loss": sum(recent) / len(recent), "train/lr": scheduler.get_last_lr()[0]}, step=progress.step)
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                final_loss = sum(recent) / len(recent)
+                accelerator.log({"train/loss": final_loss, "train/lr": scheduler.get_last_lr()[0]}, step=progress.step)
+                bar.set_postfix(loss=f"{final_loss:.4f}")
+                recent.clear()
             if progress.step % eval_every == 0 or progress.step == total_steps:
                 last_eval = _validate(accelerator, model, val_loader, text, catalogue, cfg, progress)
+                if last_eval.mean_dice > progress.best_dice:
+                    progress.best_dice, progress.best_step = last_eval.mean_dice, progress.step
+                    _export_best(accelerator, model, cfg, catalogue, data, last_eval)
                 model.train()
             if cfg.train.checkpoint_every and progress.step % cfg.train.checkpoint_every == 0:
                 _save_state(accelerator, cfg, progress)
@@ -182,7 +192,7 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     if not (cfg.train.checkpoint_every and progress.step % cfg.train.checkpoint_every == 0):
         _save_state(accelerator, cfg, progress)  # the final state, unless the loop just saved it
-    summary = _summary(cfg, catalogue, progress, last_eval, losses, elapsed, images_seen, accelerator)
+    summary = _summary(cfg, catalogue, progress, last_eval, final_loss, elapsed, images_seen, accelerator)
     if accelerator.is_main_process:
         atomic_write_json(out / "summary.json", summary)
     accelerator.end_training()
@@ -210,22 +220,24 @@ def _save_state(accelerator: Accelerator, cfg: Config, progress: _Progress) -> P
 
 
 def _validate(accelerator, model, val_loader, text, catalogue: ClassCatalogue, cfg: Config, progress: _Progress) -> EvalResult:
-    result = evaluate(model, val_loader, accelerator, catalogue, text=text, tune_thresholds=cfg.train.tune_thresholds,
+    result = validate(model, val_loader, accelerator, catalogue, text=text, tune_thresholds=cfg.train.tune_thresholds,
                       channels_last=cfg.train.channels_last)
     accelerator.log({"val/dice": result.mean_dice, **{f"val/dice_{g}": v for g, v in result.grouped.items()}}, step=progress.step)
     accelerator.print(f"step {progress.step}: val mean Dice {result.mean_dice:.4f}")
-    if result.mean_dice > progress.best_dice:
-        progress.best_dice, progress.best_step = result.mean_dice, progress.step
-        if accelerator.is_main_process:
-            extra = {"thresholds.json": {"classes": list(catalogue.names), "thresholds": result.thresholds},
-                     "val_metrics.json": result.to_dict(catalogue)}
-            save_checkpoint(Path(cfg.output_dir) / "best", accelerator.unwrap_model(model), cfg.to_dict(), extra=extra)
-    accelerator.wait_for_everyone()
     return result
 
 
-def _report_skipped(accelerator: Accelerator, train_ds, val_ds, out: Path) -> None:
-    skipped = list(getattr(train_ds, "skipped", [])) + list(getattr(val_ds, "skipped", []))
+def _export_best(accelerator: Accelerator, model, cfg: Config, catalogue: ClassCatalogue, data: RunData,
+                 result: EvalResult) -> None:
+    """``output_dir/best``: a self-contained model directory (engine/export.py) of the best validation step."""
+    if accelerator.is_main_process:
+        export_model(Path(cfg.output_dir) / "best", accelerator.unwrap_model(model), cfg, catalogue, data.preprocess,
+                     thresholds=result.thresholds, metrics=result.to_dict(catalogue))
+    accelerator.wait_for_everyone()
+
+
+def _report_skipped(accelerator: Accelerator, data: RunData, out: Path) -> None:
+    skipped = data.train.skipped + data.val.skipped
     if skipped and accelerator.is_main_process:
         lines = [f"{path}\t{reason}" for path, reason in skipped]
         atomic_write_text(out / "skipped_samples.tsv", "\n".join(lines) + "\n")
@@ -233,20 +245,16 @@ def _report_skipped(accelerator: Accelerator, train_ds, val_ds, out: Path) -> No
 
 
 def _summary(cfg: Config, catalogue: ClassCatalogue, progress: _Progress, last_eval: Optional[EvalResult],
-             losses: list[float], elapsed: float, images_seen: int, accelerator: Accelerator) -> dict[str, Any]:
-    best_metrics = None
-    best_dir = Path(cfg.output_dir) / "best" / "val_metrics.json"
-    if best_dir.exists():
-        best_metrics = json.loads(best_dir.read_text())
+             final_loss: Optional[float], elapsed: float, images_seen: int, accelerator: Accelerator) -> dict[str, Any]:
+    best_path = Path(cfg.output_dir) / "best" / "val_metrics.json"
     return {
         "steps": progress.step,
         "epochs_started": progress.epoch + 1,
         "best_step": progress.best_step,
         "best_val_mean_dice": progress.best_dice,
-        "best": best_metrics,
+        "best": json.loads(best_path.read_text()) if best_path.exists() else None,
         "last": last_eval.to_dict(catalogue) if last_eval else None,
-        "final_train_loss": sum(losses[-10:]) / max(1, len(losses[-10:])),
-        "loss_history": losses,
+        "final_train_loss": final_loss,  # mean over the last logging window; the full curve is in the tracker
         "train_seconds": round(elapsed, 2),
         "images_per_second": round(images_seen / elapsed, 3) if elapsed > 0 else None,
         "num_processes": accelerator.num_processes,

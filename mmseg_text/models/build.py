@@ -26,11 +26,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mmseg_text.config import ConfigError, ModelConfig
-from mmseg_text.io import atomic_write_json, atomic_write_text
+from mmseg_text.io import atomic_write_json, atomic_write_text, write_failure
 
-from .decoder import CONDITIONERS, NORMS, UNetDecoder
+from .decoder import UNetDecoder
 from .encoders import TimmEncoder
-from .heads import ConvHead, TextQueryHead
+from .registry import HEADS, lookup
 from .segmenter import TextConditionedSegmenter
 
 WEIGHTS_FILE = "model.safetensors"
@@ -38,17 +38,26 @@ CONFIG_FILE = "config.yaml"
 META_FILE = "model_meta.json"
 META_VERSION = 1
 
-# head option -> factory(in_channels, num_classes, text_dim, model_cfg)
-HEADS: Dict[str, Callable[[int, int, Optional[int], ModelConfig], nn.Module]] = {
-    "conv": lambda in_ch, k, text_dim, cfg: ConvHead(in_ch, k),
-    "text_query": lambda in_ch, k, text_dim, cfg: TextQueryHead(in_ch, text_dim, cfg.query_dim, num_classes=k),
-}
+
+class CheckpointError(ValueError):
+    """A checkpoint file is damaged (truncated, corrupt, not what save_checkpoint wrote); names the file."""
 
 
-def _check_choice(key: str, value: Any, allowed: Mapping[str, Any]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"unknown {key} {value!r}; choose one of {list(allowed)}")
+def _raise_write_failure(err: Exception, directory: Path) -> None:
+    """Re-raise ``err`` as a DiskWriteError (no space / read-only / permission denied) naming ``directory``."""
+    failure = write_failure(err, directory, "checkpoint")
+    if failure is None:
+        raise err
+    raise failure from err
 
+
+def _read_checkpoint_file(path: Path, parse: Callable[[str], Any], kind: str) -> Any:
+    try:
+        return parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:  # JSONDecodeError is a ValueError
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path}: the checkpoint is damaged: {kind} does not parse ({detail}); "
+                              "re-export the checkpoint or use another one") from None
 
 def as_model_config(model_cfg: ModelConfig | Mapping[str, Any]) -> ModelConfig:
     """A ``ModelConfig`` from itself or from the ``model`` mapping of a saved config.yaml."""
@@ -71,9 +80,7 @@ def build_model(model_cfg: ModelConfig | Mapping[str, Any], *, num_classes: int,
     ``image_size`` is the square input size (fixed-size backbones such as Swin are built for it).
     """
     cfg = as_model_config(model_cfg)
-    _check_choice("model.conditioning", cfg.conditioning, CONDITIONERS)
-    _check_choice("model.head", cfg.head, HEADS)
-    _check_choice("model.norm", cfg.norm, NORMS)
+    head_spec = lookup(HEADS, "model.head", cfg.head)
     reads_text = cfg.conditioning != "none" or cfg.head == "text_query"
     if reads_text and text_dim is None:
         raise ConfigError(f"model.conditioning={cfg.conditioning!r} / model.head={cfg.head!r} read text: "
@@ -84,7 +91,7 @@ def build_model(model_cfg: ModelConfig | Mapping[str, Any], *, num_classes: int,
                           encoder_reductions=encoder.feature_reductions, conditioning=cfg.conditioning,
                           condition_stages=cfg.condition_stages, text_dim=text_dim, attn_heads=cfg.attn_heads,
                           attn_ff_mult=cfg.attn_ff_mult, dropout=cfg.dropout, norm=cfg.norm)
-    head = HEADS[cfg.head](decoder.out_channels, num_classes, text_dim, cfg)
+    head = head_spec.build(decoder.out_channels, num_classes, text_dim, cfg.query_dim)
     return TextConditionedSegmenter(encoder, decoder, head)
 
 
@@ -111,12 +118,19 @@ def _extra_file_name(name: str) -> str:
     return file_name
 
 
-def save_checkpoint(directory: str | Path, model: TextConditionedSegmenter, cfg: Any, *,
-                    extra: Optional[Mapping[str, Any]] = None) -> Path:
-    """Write ``directory`` (model.safetensors, config.yaml, model_meta.json, extra JSON files) atomically.
+def _plain_file_name(name: str) -> str:
+    if os.sep in name or "/" in name or name.startswith(".") or name in (WEIGHTS_FILE, CONFIG_FILE, META_FILE):
+        raise ValueError(f"checkpoint file name {name!r} is not allowed")
+    return name
 
-    ``extra`` maps file names to JSON-able objects, e.g. ``{"thresholds.json": {...}}``. An existing
-    checkpoint directory is replaced as a whole.
+
+def save_checkpoint(directory: str | Path, model: TextConditionedSegmenter, cfg: Any, *,
+                    extra: Optional[Mapping[str, Any]] = None, text_files: Optional[Mapping[str, str]] = None) -> Path:
+    """Write ``directory`` (model.safetensors, config.yaml, model_meta.json, extra files) atomically.
+
+    ``extra`` maps file names to JSON-able objects, e.g. ``{"thresholds.json": {...}}``; ``text_files`` maps
+    file names to text written as is (the class catalogue and caption templates a model was trained with).
+    An existing checkpoint directory is replaced as a whole.
     """
     directory = Path(directory)
     cfg_dict = _config_mapping(cfg)
@@ -125,8 +139,12 @@ def save_checkpoint(directory: str | Path, model: TextConditionedSegmenter, cfg:
         raise ValueError(f"config model section ({saved_cfg.encoder}, conditioning={saved_cfg.conditioning}) "
                          f"does not describe the model ({model.encoder.name}, conditioning={model.conditioning})")
     extra_files = {_extra_file_name(k): v for k, v in (extra or {}).items()}
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    plain_files = {_plain_file_name(k): v for k, v in (text_files or {}).items()}
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    except OSError as err:
+        _raise_write_failure(err, directory)
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -137,6 +155,8 @@ def save_checkpoint(directory: str | Path, model: TextConditionedSegmenter, cfg:
         atomic_write_json(tmp / META_FILE, model_meta(model))
         for file_name, obj in extra_files.items():
             atomic_write_json(tmp / file_name, obj)
+        for file_name, text in plain_files.items():
+            atomic_write_text(tmp / file_name, text)
         if directory.exists():
             old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(directory, old)
@@ -144,8 +164,10 @@ def save_checkpoint(directory: str | Path, model: TextConditionedSegmenter, cfg:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, directory)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, Exception):  # OSError, safetensors' SafetensorError: disk full / read-only named
+            _raise_write_failure(err, directory)
         raise
     return directory
 
@@ -159,17 +181,26 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu"
         if not path.is_file():
             raise FileNotFoundError(f"{directory}: no {path.name} (a checkpoint directory holds {WEIGHTS_FILE}, "
                                     f"{CONFIG_FILE} and {META_FILE}, written by save_checkpoint)")
-    cfg = yaml.safe_load(files["config"].read_text(encoding="utf-8"))
+    cfg = _read_checkpoint_file(files["config"], yaml.safe_load, "the YAML")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
-        raise ValueError(f"{files['config']}: expected the run config mapping with a 'model' section")
-    meta = json.loads(files["meta"].read_text(encoding="utf-8"))
+        raise CheckpointError(f"{files['config']}: expected the run config mapping with a 'model' section")
+    meta = _read_checkpoint_file(files["meta"], json.loads, "the JSON")
+    lacking = [k for k in ("num_classes", "text_dim", "image_size", "in_chans")
+               if not isinstance(meta, dict) or k not in meta]
+    if lacking:
+        raise CheckpointError(f"{files['meta']}: the checkpoint is damaged: no {lacking} in it")
     if meta.get("format_version") != META_VERSION:
         raise ValueError(f"{files['meta']}: format_version {meta.get('format_version')!r}, expected {META_VERSION}")
     # The checkpoint carries the encoder weights: never download / read the original ones again.
     model_cfg = dataclasses.replace(as_model_config(cfg["model"]), encoder_weights=None)
     model = build_model(model_cfg, num_classes=meta["num_classes"], text_dim=meta["text_dim"],
                         image_size=meta["image_size"], in_chans=meta["in_chans"])
-    state = load_file(str(files["weights"]), device="cpu")
+    try:
+        state = load_file(str(files["weights"]), device="cpu")
+    except Exception as err:  # noqa: BLE001 - SafetensorError (a bare Exception subclass), OSError
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{files['weights']}: the checkpoint is damaged (truncated or corrupt: {detail}); "
+                              "re-export it or use another checkpoint") from None
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]

@@ -121,6 +121,31 @@ class FiLM(nn.Module):
         return x * (1 + g * gamma[:, :, None, None]) + g * beta[:, :, None, None]
 
 
+class CrossAttentionConditioner(nn.Module):
+    """``model.conditioning=cross_attn``: ``GatedCrossAttention`` over a feature map, (B,C,H,W) -> (B,C,H,W)."""
+
+    def __init__(self, channels: int, text_dim: int, *, heads: int, ff_mult: int, dropout: float) -> None:
+        super().__init__()
+        self.attn = GatedCrossAttention(channels, text_dim, heads, ff_mult=ff_mult, dropout=dropout)
+
+    def forward(self, x: Tensor, context: TextContext) -> Tensor:
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)  # (b, h*w, c)
+        tokens = self.attn(tokens, context.tokens, context.mask)
+        return tokens.transpose(1, 2).reshape(b, c, h, w)
+
+
+class FiLMConditioner(nn.Module):
+    """``model.conditioning=film``: ``FiLM`` from the pooled caption."""
+
+    def __init__(self, channels: int, text_dim: int, *, heads: int, ff_mult: int, dropout: float) -> None:
+        super().__init__()
+        self.film = FiLM(channels, text_dim)
+
+    def forward(self, x: Tensor, context: TextContext) -> Tensor:
+        return self.film(x, context.pooled)
+
+
 def iter_gates(module: nn.Module) -> List[nn.Parameter]:
     """Every gate in ``module``. Zeroed, every conditioning block is the identity and the forward equals the
     conditioning=none network with the same weights (tests open them to check that text reaches the logits)."""

@@ -9,75 +9,33 @@ with ``conditioning="none"`` no text module exists at all.
 """
 from __future__ import annotations
 
-import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .conditioning import FiLM, GatedCrossAttention, TextContext
+from .conditioning import TextContext
+from .registry import CONDITIONINGS, NORMS, lookup
 
 
-def _group_norm(channels: int) -> nn.GroupNorm:
-    # up to 32 groups of at least 4 channels (16 -> 4 groups, 256 -> 32 groups)
-    return nn.GroupNorm(math.gcd(32, max(1, channels // 4)), channels)
-
-
-# model.norm option -> normalisation layer of the decoder convs. "group" uses per-sample statistics:
-# results do not depend on the batch size or on how a batch is split across processes.
-NORMS: Dict[str, Callable[[int], nn.Module]] = {"batch": nn.BatchNorm2d, "group": _group_norm}
-
-
-def _conv_norm_relu(in_ch: int, out_ch: int, norm: str) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), NORMS[norm](out_ch),
-                         nn.ReLU(inplace=True))
+def _conv_norm_relu(in_ch: int, out_ch: int, norm_layer: Callable[[int], nn.Module]) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), norm_layer(out_ch), nn.ReLU(inplace=True))
 
 
 class DecoderBlock(nn.Module):
     """Upsample to ``size`` (nearest), concatenate the skip (if any), two 3x3 conv-norm-ReLU."""
 
-    def __init__(self, in_ch: int, skip_ch: int, out_ch: int, norm: str = "batch") -> None:
+    def __init__(self, in_ch: int, skip_ch: int, out_ch: int, norm_layer: Callable[[int], nn.Module]) -> None:
         super().__init__()
-        self.conv1 = _conv_norm_relu(in_ch + skip_ch, out_ch, norm)
-        self.conv2 = _conv_norm_relu(out_ch, out_ch, norm)
+        self.conv1 = _conv_norm_relu(in_ch + skip_ch, out_ch, norm_layer)
+        self.conv2 = _conv_norm_relu(out_ch, out_ch, norm_layer)
 
     def forward(self, x: Tensor, skip: Optional[Tensor], size: Tuple[int, int]) -> Tensor:
         x = F.interpolate(x, size=size, mode="nearest")
         if skip is not None:
             x = torch.cat([x, skip], dim=1)
         return self.conv2(self.conv1(x))
-
-
-class CrossAttentionConditioner(nn.Module):
-    """``GatedCrossAttention`` over a feature map: (B,C,H,W) -> tokens (B,HW,C) -> (B,C,H,W)."""
-
-    def __init__(self, channels: int, text_dim: int, heads: int, ff_mult: int, dropout: float) -> None:
-        super().__init__()
-        self.attn = GatedCrossAttention(channels, text_dim, heads, ff_mult=ff_mult, dropout=dropout)
-
-    def forward(self, x: Tensor, context: TextContext) -> Tensor:
-        b, c, h, w = x.shape
-        tokens = x.flatten(2).transpose(1, 2)  # (b, h*w, c)
-        tokens = self.attn(tokens, context.tokens, context.mask)
-        return tokens.transpose(1, 2).reshape(b, c, h, w)
-
-
-class FiLMConditioner(nn.Module):
-    def __init__(self, channels: int, text_dim: int, heads: int, ff_mult: int, dropout: float) -> None:
-        super().__init__()
-        self.film = FiLM(channels, text_dim)
-
-    def forward(self, x: Tensor, context: TextContext) -> Tensor:
-        return self.film(x, context.pooled)
-
-
-# conditioning option -> block factory (channels, text_dim, heads, ff_mult, dropout); "none" builds nothing.
-CONDITIONERS: Dict[str, Optional[Callable[[int, int, int, int, float], nn.Module]]] = {
-    "none": None,
-    "cross_attn": CrossAttentionConditioner,
-    "film": FiLMConditioner,
-}
 
 
 def decoder_reductions(encoder_reductions: Sequence[int]) -> List[int]:
@@ -111,10 +69,8 @@ class UNetDecoder(nn.Module):
             raise ValueError(
                 f"model.decoder_channels needs {len(self.block_reductions)} entries (deepest first, one per x2 "
                 f"upsampling from stride {encoder_reductions[-1]} to 1), got {list(decoder_channels)}")
-        if norm not in NORMS:
-            raise ValueError(f"unknown model.norm {norm!r}; choose one of {list(NORMS)}")
-        if conditioning not in CONDITIONERS:
-            raise ValueError(f"unknown model.conditioning {conditioning!r}; choose one of {list(CONDITIONERS)}")
+        block_factory = lookup(CONDITIONINGS, "model.conditioning", conditioning)
+        norm_layer = lookup(NORMS, "model.norm", norm)
         stages = sorted(set(condition_stages)) if conditioning != "none" else []
         bad = [s for s in stages if not 0 <= s < len(decoder_channels)]
         if bad:
@@ -137,11 +93,11 @@ class UNetDecoder(nn.Module):
                             for r in self.block_reductions]
         in_chs = [encoder_channels[-1]] + list(decoder_channels[:-1])
         skip_chs = [0 if i is None else encoder_channels[i] for i in self._skip_index]
-        self.blocks = nn.ModuleList(DecoderBlock(i, s, o, norm) for i, s, o in zip(in_chs, skip_chs, decoder_channels))
-        factory = CONDITIONERS[conditioning]
+        self.blocks = nn.ModuleList(DecoderBlock(i, s, o, norm_layer) for i, s, o in zip(in_chs, skip_chs, decoder_channels))
         self.conditioners = nn.ModuleDict()  # stays empty with conditioning="none"
         for s in stages:
-            self.conditioners[str(s)] = factory(decoder_channels[s], text_dim, attn_heads, attn_ff_mult, dropout)
+            self.conditioners[str(s)] = block_factory(decoder_channels[s], text_dim, heads=attn_heads,
+                                                      ff_mult=attn_ff_mult, dropout=dropout)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, features: Sequence[Tensor], context: Optional[TextContext] = None, *,

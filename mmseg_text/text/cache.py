@@ -62,9 +62,8 @@ class TextEmbeddingCache:
     def __init__(self, tower: TextTower, cache_dir: Optional[str | Path], *, batch_size: int = 64,
                  progress: bool = True, max_shards: int = 16):
         if tower.trainable:
-            raise ValueError("TextEmbeddingCache needs a frozen text tower, but this one has trainable parameters "
-                             "(text.unfreeze_last_n > 0): its features change during training, so encode captions "
-                             "in the training step instead of caching them")
+            raise ValueError("TextEmbeddingCache needs a frozen text tower, but this one has trainable parameters: "
+                             "its features would change during training, so cached ones would be stale")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.tower: Optional[TextTower] = tower  # None after release_tower(): lookups of cached captions only

@@ -1,6 +1,6 @@
 """Captions: class-catalogue entries and per-image metadata -> English sentences.
 
-The wording lives in ``data/meta/caption_templates.yaml``; this module only picks a template and
+The wording lives in ``mmseg_text/assets/caption_templates.yaml`` (``text/templates.py``); this module only picks a template and
 fills it. Two kinds of caption exist (``text.mode``):
 
 * ``classes`` -- one caption per bone, from its name and anatomical description (K captions).
@@ -31,109 +31,15 @@ from __future__ import annotations
 import math
 import numbers
 import random
-import string
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-import yaml
-
-from mmseg_text.catalogue import REPO_ROOT, ClassCatalogue
-
-CAPTION_MODES = ("none", "classes", "meta", "meta+classes")
-SIDES = ("left", "right", "unknown")
+from mmseg_text.catalogue import ClassCatalogue
+from mmseg_text.data.metadata import normalise_sex
+from mmseg_text.text.modes import TextMode, parse_text_mode
+from mmseg_text.text.templates import load_templates
 _FLIPPED_SIDE = {"left": "right", "right": "left", "unknown": "unknown"}
-
-# Template key -> placeholders it may use. Anything else in the YAML is a typo and an error.
-_PLACEHOLDERS: dict[str, set[str]] = {
-    "classes": {"name", "description"},
-    "meta": {"side", "subject", "weight", "height", "wrist"},
-    "subject.age_sex": {"age", "noun"},
-    "subject.age_only": {"age"},
-    "subject.sex_only": {"noun"},
-    "subject.unknown": set(),
-    "subject.decade_sex": {"decade", "noun", "pronoun"},
-    "subject.decade_only": {"decade"},
-    "weight": {"value"},
-    "weight_unknown": set(),
-    "height": {"value"},
-    "height_unknown": set(),
-    "wrist_bent": {"angle", "direction"},
-    "wrist_straight": set(),
-    "wrist_unknown": set(),
-    "wrist_bent_unknown_angle": set(),
-}
-_OTHER_KEYS = ("side", "sex", "decades", "directions", "wrist_straight_below_deg", "bucket")
-
-
-class CaptionTemplateError(ValueError):
-    """The caption template file is malformed; the message names the file and the key."""
-
-
-@dataclass(frozen=True)
-class CaptionTemplates:
-    """The parsed template file (see ``data/meta/caption_templates.yaml`` for the meaning of each key)."""
-
-    text: dict[str, str]  # dotted template key -> format string
-    side: dict[str, str]  # left | right | unknown -> phrase
-    sex: dict[str, dict[str, str]]  # female | male -> {noun, pronoun}
-    decades: dict[int, str]  # first year of a decade -> word
-    directions: dict[str, str]  # positive | negative -> bone name
-    wrist_straight_below_deg: float
-    bucket: dict[str, float]  # weight | height | wrist_angle -> rounding step
-    source: str = ""
-
-
-def load_templates(path: str | Path) -> CaptionTemplates:
-    """Read and validate a caption template YAML; errors name the file and the key."""
-    path = Path(path)
-    if not path.is_absolute() and not path.exists():
-        path = REPO_ROOT / path
-    if not path.exists():
-        raise CaptionTemplateError(f"caption template file not found: {path}")
-    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(doc, dict):
-        raise CaptionTemplateError(f"{path}: expected a mapping at the top level")
-
-    def get(dotted: str) -> Any:
-        node: Any = doc
-        for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise CaptionTemplateError(f"{path}: missing key '{dotted}'")
-            node = node[part]
-        return node
-
-    text: dict[str, str] = {}
-    for key, allowed in _PLACEHOLDERS.items():
-        value = get(key)
-        if not isinstance(value, str):
-            raise CaptionTemplateError(f"{path}: key '{key}' must be a string, got {type(value).__name__}")
-        try:
-            used = {field for _, field, _, _ in string.Formatter().parse(value) if field is not None}
-        except ValueError as err:
-            raise CaptionTemplateError(f"{path}: key '{key}': {err}") from None
-        unknown = sorted(used - allowed)
-        if unknown:
-            raise CaptionTemplateError(
-                f"{path}: key '{key}' uses unknown placeholder(s) {unknown}; allowed: {sorted(allowed)}")
-        text[key] = value
-    for key in _OTHER_KEYS:
-        get(key)
-    side = {s: str(get(f"side.{s}")) for s in SIDES}
-    sex = {s: {"noun": str(get(f"sex.{s}.noun")), "pronoun": str(get(f"sex.{s}.pronoun"))} for s in ("female", "male")}
-    try:
-        decades = {int(k): str(v) for k, v in get("decades").items()}
-        bucket = {k: float(get(f"bucket.{k}")) for k in ("weight", "height", "wrist_angle")}
-        straight = float(get("wrist_straight_below_deg"))
-    except (TypeError, ValueError, AttributeError) as err:
-        raise CaptionTemplateError(f"{path}: bad number in 'decades', 'bucket' or 'wrist_straight_below_deg': {err}") from None
-    if any(step <= 0 for step in bucket.values()):
-        raise CaptionTemplateError(f"{path}: 'bucket' steps must be > 0, got {bucket}")
-    directions = {d: str(get(f"directions.{d}")) for d in ("positive", "negative")}
-    return CaptionTemplates(text=text, side=side, sex=sex, decades=decades, directions=directions,
-                            wrist_straight_below_deg=straight, bucket=bucket, source=str(path))
-
 
 # --------------------------------------------------------------------------- value normalisation
 
@@ -168,15 +74,13 @@ def _round_to(x: float, step: float) -> int:
     return int(math.floor(x / step + 0.5) * step)
 
 
-def normalise_sex(value: Any) -> Optional[str]:
-    if is_missing(value):
+def _sex(value: Any) -> Optional[str]:
+    """'female' | 'male' by the metadata table's own rules (``data.metadata.normalise_sex``); an
+    unrecognised value is unknown here (``check_data`` reports it in the table)."""
+    try:
+        return normalise_sex(value)
+    except ValueError:
         return None
-    word = str(value).strip().lower()
-    if word in ("female", "f", "woman", "여"):
-        return "female"
-    if word in ("male", "m", "man", "남"):
-        return "male"
-    return None
 
 
 def normalise_side(value: Any) -> str:
@@ -213,27 +117,25 @@ class CaptionBuilder:
         seed: seed of the shuffled pairing.
     """
 
-    def __init__(self, templates_path: str | Path, catalogue: ClassCatalogue, *, mode: str,
+    def __init__(self, templates_path: str | Path | None, catalogue: ClassCatalogue, *, mode: str | TextMode,
                  bucket_numbers: bool = False, shuffle: bool = False, seed: int = 0):
-        if mode not in CAPTION_MODES:
-            raise ValueError(f"caption mode must be one of {list(CAPTION_MODES)}, got {mode!r}")
-        if shuffle and "meta" not in mode:
+        self.mode = parse_text_mode(mode)
+        if shuffle and not self.mode.uses_meta:
             raise ValueError("shuffle pairs images with other images' metadata captions: "
-                             f"it needs mode='meta' or 'meta+classes', got {mode!r}")
+                             f"it needs mode='meta' or 'meta+classes', got {self.mode.name!r}")
         self.templates = load_templates(templates_path)
         self.catalogue = catalogue
-        self.mode = mode
         self.bucket_numbers = bool(bucket_numbers)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
 
     @property
     def uses_class_captions(self) -> bool:
-        return "classes" in self.mode
+        return self.mode.uses_classes
 
     @property
     def uses_meta_captions(self) -> bool:
-        return "meta" in self.mode
+        return self.mode.uses_meta
 
     # ---- classes
     def class_captions(self) -> list[str]:
@@ -265,7 +167,7 @@ class CaptionBuilder:
     def _subject(self, age_value: Any, sex_value: Any) -> str:
         t = self.templates.text
         age = _number(age_value, positive=True)
-        sex = normalise_sex(sex_value)
+        sex = _sex(sex_value)
         words = self.templates.sex.get(sex, {}) if sex else {}
         if age is None:
             return t["subject.sex_only"].format(**words) if sex else t["subject.unknown"]
@@ -400,5 +302,4 @@ class CaptionFn:
         return list(dict.fromkeys(captions))
 
 
-__all__ = ["CAPTION_MODES", "CaptionBuilder", "CaptionFn", "CaptionTemplateError", "CaptionTemplates",
-           "is_missing", "load_templates", "normalise_sex", "normalise_side"]
+__all__ = ["CaptionBuilder", "CaptionFn", "is_missing", "normalise_side"]

@@ -40,7 +40,7 @@ from mmseg_text.text.tower import (
 
 
 def build_text_tower(text_cfg: Any) -> TextTower:
-    """``TextConfig`` -> frozen :class:`TextTower` (``text.unfreeze_last_n`` > 0 unfreezes the last blocks).
+    """``TextConfig`` -> frozen :class:`TextTower` (its embeddings are cached; it is never trained).
 
     ``text.hf_path`` set: a local Hugging Face encoder; otherwise open_clip ``text.model`` with
     ``text.pretrained`` (a tag, a local weights file, or null = explicit seeded random init).
@@ -51,11 +51,7 @@ def build_text_tower(text_cfg: Any) -> TextTower:
         tower: TextTower = build_hf_tower(str(hf_path))
     else:
         tower = build_open_clip_tower(str(getattr(text_cfg, "model")), getattr(text_cfg, "pretrained", None))
-    tower.freeze()
-    n = int(getattr(text_cfg, "unfreeze_last_n", 0) or 0)
-    if n:
-        tower.unfreeze_last(n)  # stays in eval mode until the engine calls .train()
-    return tower
+    return tower.freeze()
 
 
 __all__ = ["FIX_HINT", "HFTextTower", "OPEN_CLIP_CONFIG_DIR", "OpenClipTextTower", "TextFeatures", "TextTower",

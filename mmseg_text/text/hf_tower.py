@@ -58,15 +58,6 @@ class HFTextTower(TextTower):
                 return module
         raise ValueError(f"cannot find the {count} transformer layers of {type(self.model).__name__}")
 
-    def unfreeze_last(self, n: int) -> "HFTextTower":
-        layers = self._layers()
-        if not 0 <= n <= len(layers):
-            raise ValueError(f"text.unfreeze_last_n={n}, but the text encoder has {len(layers)} layers")
-        for layer in list(layers)[len(layers) - n:]:
-            for p in layer.parameters():
-                p.requires_grad_(True)
-        return self
-
     def _encode(self, captions: Sequence[str]) -> TextFeatures:
         batch = self.tokenizer(list(captions), padding=True, truncation=True, max_length=self.max_length,
                                return_tensors="pt")

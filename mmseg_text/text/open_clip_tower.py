@@ -21,7 +21,7 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 from torch import nn
 
-from mmseg_text.catalogue import REPO_ROOT
+from mmseg_text.assets import OPEN_CLIP_CONFIG_DIR
 from mmseg_text.text.tower import (
     FEATURES_VERSION,
     FIX_HINT,
@@ -32,7 +32,6 @@ from mmseg_text.text.tower import (
     _short_hash,
 )
 
-OPEN_CLIP_CONFIG_DIR = REPO_ROOT / "configs" / "open_clip"  # tiny model configs shipped with the repo
 RANDOM_INIT_SEED = 0  # text.pretrained=null builds the same random weights in every process
 
 
@@ -40,7 +39,7 @@ _registered_dirs: set[str] = set()
 
 
 def register_open_clip_configs(directory: str | Path = OPEN_CLIP_CONFIG_DIR) -> list[str]:
-    """Register the repo's model configs (``configs/open_clip/*.json``) with open_clip; idempotent.
+    """Register the repo's model configs (``mmseg_text/assets/open_clip/*.json``) with open_clip; idempotent.
 
     Called by :func:`build_text_tower` itself, so a model name never depends on import order.
     Returns the names found in ``directory``.
@@ -94,23 +93,6 @@ class OpenClipTextTower(TextTower):
         # With a causal mask and no padding mask, a token never sees later ones: cutting the padding
         # off the batch gives the same features (exact) for less compute.
         self.trim_padding = attn_mask is not None and not use_pad_mask
-
-    def unfreeze_last(self, n: int) -> "OpenClipTextTower":
-        blocks = self.transformer.resblocks
-        if not 0 <= n <= len(blocks):
-            raise ValueError(f"text.unfreeze_last_n={n}, but the text transformer has {len(blocks)} blocks")
-        if n == 0:
-            return self
-        modules: list[nn.Module] = [*blocks[len(blocks) - n:], self.ln_final]
-        for module in modules:
-            for p in module.parameters():
-                p.requires_grad_(True)
-        if isinstance(self.text_projection, nn.Linear):
-            for p in self.text_projection.parameters():
-                p.requires_grad_(True)
-        elif isinstance(self.text_projection, nn.Parameter):
-            self.text_projection.requires_grad_(True)
-        return self
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         if self.text_projection is None:

@@ -86,9 +86,6 @@ class TextTower(nn.Module):
             p.requires_grad_(False)
         return self.eval()
 
-    def unfreeze_last(self, n: int) -> "TextTower":
-        raise NotImplementedError
-
     def train(self, mode: bool = True) -> "TextTower":
         # A frozen tower stays in eval mode when the model around it is put in training mode:
         # dropout would make its (cached) features noisy for no gain.

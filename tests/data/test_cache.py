@@ -114,3 +114,88 @@ def test_unlabelled_sample_and_rebuild_of_deleted_entry(tmp_path):
     sample = load_or_build(path, record, 32, NAMES)  # missing entry: computed and stored
     assert sample.masks is None and path.exists()
     assert load_cached(path).masks is None and load_cached(path).orig_size == (64, 64)
+
+
+def test_read_only_cache_dir_is_one_error_naming_it(root, tmp_path, monkeypatch):
+    import errno
+
+    from mmseg_text.data.cache import CacheDirError
+
+    records = find_images(root, "train")
+    cache_dir = tmp_path / "ro_cache"
+    cache_dir.mkdir()
+    os.chmod(cache_dir, 0o555)
+    try:
+        if os.access(cache_dir, os.W_OK):  # root ignores mode bits: a read-only file system, simulated
+            real_mkdir = type(cache_dir).mkdir
+
+            def read_only(self, *args, **kwargs):
+                if cache_dir in self.parents or self == cache_dir:
+                    raise OSError(errno.EROFS, "Read-only file system", str(self))
+                return real_mkdir(self, *args, **kwargs)
+
+            monkeypatch.setattr(type(cache_dir), "mkdir", read_only)
+        with pytest.raises(CacheDirError) as err:
+            build_cache(records, cache_dir=cache_dir, image_size=32, class_names=NAMES, workers=0, progress=False)
+    finally:
+        os.chmod(cache_dir, 0o755)
+    message = str(err.value)
+    assert message.startswith(f"preprocessing cache directory {cache_dir / '32'} cannot be written (")
+    assert "set data.cache_dir=<a writable path>" in message
+    assert err.value.errno in (errno.EROFS, errno.EACCES) and isinstance(err.value, OSError)
+
+
+def test_full_disk_while_building_names_the_cache_dir(root, tmp_path, monkeypatch):
+    import errno
+
+    from mmseg_text.data.cache import CacheDirError
+
+    records = find_images(root, "train")
+
+    def full(path, sample):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("mmseg_text.data.cache.write_cached", full)
+    with pytest.raises(CacheDirError, match=rf"^preprocessing cache directory {tmp_path / 'c' / '32'} cannot be "
+                                            r"written \(no space left on device\); set data\.cache_dir="):
+        build_cache(records, cache_dir=tmp_path / "c", image_size=32, class_names=NAMES, workers=0, progress=False)
+
+
+def test_truncated_entry_is_rebuilt_with_a_warning(root, tmp_path, caplog):
+    import logging
+
+    from mmseg_text.data.cache import CacheCorruptError
+
+    records = find_images(root, "train")
+    report = build_cache(records, cache_dir=tmp_path / "c", image_size=32, class_names=NAMES, workers=0, progress=False)
+    path = report.paths[0]
+    good = load_cached(path)
+    path.write_bytes(path.read_bytes()[:200])  # truncated, as by a kill or a full disk
+    with pytest.raises(CacheCorruptError) as err:
+        load_cached(path)
+    assert str(err.value).startswith(f"{path}: damaged preprocessing cache file (ValueError: ")
+    assert str(err.value).endswith(f"delete it (or the whole cache directory {tmp_path / 'c'}) to rebuild it")
+    with caplog.at_level(logging.WARNING, logger="mmseg_text.data.cache"):
+        sample = load_or_build(path, records[0], 32, NAMES)
+    np.testing.assert_array_equal(sample.image, good.image)
+    np.testing.assert_array_equal(sample.masks, good.masks)
+    assert [r.getMessage() for r in caplog.records] == [f"{err.value} -- rebuilt it from {records[0].image_path}"]
+    np.testing.assert_array_equal(load_cached(path).masks, good.masks)  # repaired on disk too
+    path.write_bytes(b"")  # empty file: EOFError inside numpy, same treatment
+    assert load_or_build(path, records[0], 32, NAMES).orig_size == (64, 64)
+
+
+def test_damaged_entry_without_its_source_is_an_error_naming_both(root, tmp_path):
+    from mmseg_text.data.cache import CacheCorruptError
+
+    records = find_images(root, "train")
+    report = build_cache(records, cache_dir=tmp_path / "c", image_size=32, class_names=NAMES, workers=0, progress=False)
+    path = report.paths[1]
+    path.write_bytes(path.read_bytes()[:100])
+    records[1].image_path.unlink()
+    with pytest.raises(CacheCorruptError) as err:
+        load_or_build(path, records[1], 32, NAMES)
+    message = str(err.value)
+    assert message.startswith(f"{path}: damaged preprocessing cache file")
+    assert f"delete it (or the whole cache directory {tmp_path / 'c'}) to rebuild it; it cannot be rebuilt now:" in message
+    assert str(records[1].image_path) in message

@@ -111,3 +111,74 @@ def test_missing_metadata_file_and_missing_root(root, tmp_path):
     report = check_dataset(root, CAT)
     assert [(i.kind, i.severity) for i in report.issues] == [("metadata_file", "error")]
     assert _load_script().main([str(tmp_path / "nothing")]) == 1
+
+
+def test_misnamed_person_folder_is_an_error_not_orphan_jsons(root, caplog):
+    import logging
+
+    from mmseg_text.data.layout import scan_images
+
+    record = find_images(root, "train")[0]
+    pid = record.person_id
+    good = f"ID{pid:03d}"
+    bad = f"IDx{pid:02d}"
+    dcm = root / "train" / "DCM"
+    jsons = root / "train" / "outputs_json"
+    (dcm / good).rename(dcm / bad)
+    (jsons / good).rename(jsons / bad)
+
+    records, skipped = scan_images(root, "train")
+    assert pid not in {r.person_id for r in records} and len(records) == 6
+    assert skipped == [(dcm / bad, f"folder name '{bad}' is not a person ID (ID<number>, e.g. ID006): "
+                                   "its 2 image(s) are not used")]
+    with caplog.at_level(logging.WARNING, logger="mmseg_text.data.layout"):
+        assert find_images(root, "train") == records
+    assert [r.getMessage() for r in caplog.records] == [f"{dcm / bad}: {skipped[0].reason}"]
+
+    report = check_dataset(root, CAT)
+    assert [(i.severity, i.kind, i.path) for i in report.errors] == [
+        ("error", "layout", str(dcm / bad)), ("error", "layout", str(jsons / bad))]
+    assert report.errors[1].message == (f"folder name '{bad}' is not a person ID (ID<number>, e.g. ID006): "
+                                        "its 2 annotation(s) are not used")
+    assert not [i for i in report.issues if i.kind == "orphan_json"]
+
+
+def test_non_image_files_are_counted_and_reported(root, caplog):
+    import logging
+
+    record = find_images(root, "train")[0]
+    jpg = record.image_path.with_suffix(".jpg")
+    jpg.write_bytes(b"\xff\xd8\xff")
+    notes = record.image_path.parent.parent / "notes.txt"
+    notes.write_text("x")
+    (record.image_path.parent / ".DS_Store").write_bytes(b"\0")  # hidden: not data, not listed
+    with caplog.at_level(logging.WARNING, logger="mmseg_text.data.layout"):
+        assert len(find_images(root, "train")) == 8
+    assert sorted(r.getMessage() for r in caplog.records) == sorted([
+        f"{jpg}: not a PNG/DCM image (.jpg file): not used",
+        f"{notes}: file outside a person folder (expected DCM/IDxxx/)"])
+    report = check_dataset(root, CAT)
+    assert report.ok and report.counts["train files skipped"] == 2
+    assert sorted((i.severity, i.kind, i.path) for i in report.issues if i.kind == "stray_file") == sorted([
+        ("warning", "stray_file", str(jpg)), ("warning", "stray_file", str(notes))])
+    assert "Files that are not images (not used) (2):" in report.format()
+
+
+def test_metadata_typos_are_warnings_naming_id_column_and_value(root):
+    meta = pd.read_excel(root / "meta_data.xlsx", dtype=object)
+    first, second = int(meta["ID"].iloc[0]), int(meta["ID"].iloc[1])
+    age_col, height_col = meta.columns[1], meta.columns[4]
+    meta[age_col] = meta[age_col].astype(object)
+    meta[height_col] = meta[height_col].astype(object)
+    meta.loc[0, age_col] = "3O"
+    meta.loc[1, height_col] = "1.60m"
+    meta.to_excel(root / "meta_data.xlsx", index=False)
+    report = check_dataset(root, CAT)
+    assert report.ok  # warnings: the values are read as missing, training can go on
+    values = [(i.severity, i.path, i.message) for i in report.issues if i.kind == "metadata_value"]
+    path = str(root / "meta_data.xlsx")
+    assert values == [
+        ("warning", path, f"ID {first}, column 'age' ({age_col}): value '3O' is not a clean number "
+                          "(a letter O for a zero?); treated as missing"),
+        ("warning", path, f"ID {second}, column 'height' ({height_col}): value '1.60m' has the unit 'm', "
+                          "expected a number in cm; treated as missing")]

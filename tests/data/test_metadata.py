@@ -78,3 +78,74 @@ def test_reconcile_ids():
     assert report.metadata_without_images == [1]
     assert not report.ok
     assert reconcile_ids(meta, [1, 2]).ok
+
+
+def test_typos_and_implausible_values_become_missing_and_are_listed(tmp_path, caplog):
+    import logging
+
+    from mmseg_text.data.metadata import MetadataProblem, person_meta
+
+    path = _korean_xlsx(tmp_path / "meta_data.xlsx", [
+        [1, "3O", " _x0008_여", 58, "1.60m", None],  # letter O for a zero; height in metres
+        [2, 340, "남", "72 kg", "175cm", None],  # an age with a digit too many
+        [3, "34세", "여", 0.9, 2500, None],  # weight in tonnes?, height in mm
+        [4, 34, "남", "7O", "168", None],
+        [5, "", "여", "55,5", " 160 ", None],  # blanks stay missing without a problem; decimal comma is fine
+    ])
+    with caplog.at_level(logging.WARNING, logger="mmseg_text.data.metadata"):
+        meta = load_metadata(path)
+    assert np.isnan(meta.loc[1, "age"]) and np.isnan(meta.loc[1, "height"]) and meta.loc[1, "weight"] == 58
+    assert np.isnan(meta.loc[2, "age"]) and meta.loc[2, "weight"] == 72 and meta.loc[2, "height"] == 175
+    assert meta.loc[3, "age"] == 34 and np.isnan(meta.loc[3, "weight"]) and np.isnan(meta.loc[3, "height"])
+    assert np.isnan(meta.loc[4, "weight"]) and meta.loc[4, "height"] == 168
+    assert np.isnan(meta.loc[5, "age"]) and meta.loc[5, "weight"] == 55.5 and meta.loc[5, "height"] == 160
+    assert meta.attrs["problems"] == [
+        MetadataProblem(1, "age", "3O", "is not a clean number (a letter O for a zero?)", "나이"),
+        MetadataProblem(1, "height", "1.60m", "has the unit 'm', expected a number in cm", "키(신장)"),
+        MetadataProblem(2, "age", 340, "is outside the plausible range 0-120 years", "나이"),
+        MetadataProblem(3, "weight", 0.9, "is outside the plausible range 2-400 kg", "체중(몸무게)"),
+        MetadataProblem(3, "height", 2500, "is outside the plausible range 40-250 cm", "키(신장)"),
+        MetadataProblem(4, "weight", "7O", "is not a clean number (a letter O for a zero?)", "체중(몸무게)"),
+    ]
+    assert [r.getMessage() for r in caplog.records][:2] == [
+        f"{path}: ID 1, column 'age' (나이): value '3O' is not a clean number (a letter O for a zero?); treated as missing",
+        f"{path}: ID 1, column 'height' (키(신장)): value '1.60m' has the unit 'm', expected a number in cm; "
+        "treated as missing"]
+    assert len(caplog.records) == 6
+    # the caption says "unknown", never "2-year-old" or "2 cm tall"
+    assert person_meta(meta, 1) == {"age": None, "sex": "female", "weight": 58.0, "height": None}
+    from mmseg_text.catalogue import load_catalogue
+    from mmseg_text.text import CaptionBuilder
+
+    caption = CaptionBuilder(None, load_catalogue(), mode="meta").caption_for_image({"side": "left", **person_meta(meta, 1)})
+    assert "unknown age" in caption and "height unknown" in caption and "58 kg" in caption
+    assert "year-old" not in caption and "2 cm" not in caption and " 3" not in caption
+
+
+def test_clean_table_has_no_problems_and_logging_can_be_off(tmp_path, caplog):
+    path = tmp_path / "m.csv"
+    pd.DataFrame({"ID": [1, 2], "age": [19, "69"], "sex": ["여", "남"], "weight": [42, "118.0"],
+                  "height": ["150 cm", 187]}).to_csv(path, index=False)
+    assert load_metadata(path).attrs["problems"] == []
+    pd.DataFrame({"ID": [1], "age": ["3O"], "sex": ["여"], "weight": [42], "height": [150]}).to_csv(path, index=False)
+    meta = load_metadata(path, log_problems=False)
+    assert [(p.person_id, p.column, p.raw) for p in meta.attrs["problems"]] == [(1, "age", "3O")]
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize("column,raw,expected", [
+    ("age", 0, 0.0), ("age", 120, 120.0), ("age", 120.5, None), ("age", "34 years", 34.0), ("age", True, None),
+    ("weight", 2, 2.0), ("weight", "400kg", 400.0), ("weight", "130 lbs", None), ("weight", "-5", None),
+    ("height", 40, 40.0), ("height", 250.0, 250.0), ("height", 39.9, None), ("height", "5 ft", None),
+    ("height", "165~170", None), ("age", float("nan"), "missing"), ("age", "  ", "missing"),
+])
+def test_parse_measurement_ranges_and_units(column, raw, expected):
+    from mmseg_text.data.metadata import parse_measurement
+
+    number, reason = parse_measurement(raw, column)
+    if expected == "missing":
+        assert np.isnan(number) and reason is None
+    elif expected is None:
+        assert np.isnan(number) and reason
+    else:
+        assert number == expected and reason is None

@@ -44,3 +44,18 @@ def script_env() -> dict[str, str]:
 
 def script(name: str) -> list[str]:
     return [sys.executable, str(REPO / "scripts" / name)]
+
+
+def logged_losses(run_dir: Path) -> list[float]:
+    """``train/loss`` per step from the run's TensorBoard event files (the loss curve lives in the tracker,
+    not in summary.json). Files are read oldest first, so a resumed run's values replace the killed run's."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    by_step: dict[int, float] = {}
+    files = sorted(Path(run_dir, "logs").rglob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
+    for path in files:
+        acc = EventAccumulator(str(path))
+        acc.Reload()
+        if "train/loss" in acc.Tags()["scalars"]:
+            by_step.update({e.step: e.value for e in acc.Scalars("train/loss")})
+    return [by_step[s] for s in sorted(by_step)]

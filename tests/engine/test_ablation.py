@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +57,34 @@ def test_run_ablation_reuses_finished_runs_and_writes_all_outputs(tmp_path):
     assert "bent" not in result["variants"]["none"]  # unknown subsets are left out, not zero
     assert (tmp_path / "ablation.md").exists() and (tmp_path / "ablation.png").stat().st_size > 1000
     assert json.loads((tmp_path / "ablation.json").read_text())["baseline"] == "none"
+
+
+def test_variants_needing_class_names_fall_back_to_the_conv_head_by_the_registry(tmp_path, capsys):
+    from mmseg_text.engine.ablation import _with_head_fallback
+
+    base = ["model.head=text_query", "text.mode=meta+classes"]
+    assert _with_head_fallback(None, base + ["text.mode=classes"]) == base + ["text.mode=classes"]
+    none = _with_head_fallback(None, base + list(VARIANTS[0].overrides))
+    assert none[-1] == "model.head=conv" and "model.conditioning=none" in none
+    assert "needs class names; using model.head=conv" in capsys.readouterr().out
+    assert _with_head_fallback(None, ["text.mode=meta"]) == ["text.mode=meta"]  # conv head: nothing to change
+
+
+def test_ablation_trains_through_the_package_not_the_scripts_folder(tmp_path, monkeypatch):
+    import sys
+
+    from mmseg_text.engine import ablation
+
+    commands = []
+
+    def fake_run(cmd, check):  # stands in for a training process: records the command, writes its summary
+        commands.append(cmd)
+        out = Path(next(a.split("=", 1)[1] for a in cmd if a.startswith("output_dir=")))
+        out.mkdir(parents=True)
+        last = {"mean_dice": 0.5, "grouped": {}, "wrist": {}}
+        (out / "summary.json").write_text(json.dumps({"last": last}))
+
+    monkeypatch.setattr(ablation.subprocess, "run", fake_run)
+    ablation.run_ablation(None, tmp_path, seeds=1, variants=[VARIANTS[0]])
+    assert commands and commands[0][:3] == [sys.executable, "-m", "mmseg_text.cli.train"]
+    assert "text.mode=none" in commands[0] and "model.conditioning=none" in commands[0]

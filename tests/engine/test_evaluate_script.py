@@ -1,4 +1,4 @@
-"""scripts/evaluate.py on a tiny ground-truth set written in the real on-disk layout."""
+"""mmseg-evaluate (scripts/evaluate.py) on a tiny ground-truth set written in the real on-disk layout."""
 from __future__ import annotations
 
 import json
@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from mmseg_text.catalogue import REPO_ROOT, load_catalogue
+from mmseg_text.catalogue import load_catalogue
 from mmseg_text.data.annotations import load_annotation
 from mmseg_text.data.masks import polygons_to_masks
-from mmseg_text.engine.evaluate_csv import main
+from mmseg_text.cli.evaluate import main
 from mmseg_text.rle import read_submission, rle_encode, write_submission
 
 CATALOGUE = load_catalogue()
@@ -194,14 +194,14 @@ def test_missing_class_row_is_named(gt_root, perfect_csv, capsys):
 def test_script_runs_as_a_program(gt_root, perfect_csv, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), "--pred", str(perfect_csv),
+        [sys.executable, str(Path(__file__).resolve().parents[2] / "scripts" / "evaluate.py"), "--pred", str(perfect_csv),
          "--gt", str(gt_root / "test" / "outputs_json"), "--out", str(tmp_path / "eval")],
         capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["mean_dice"] == 1.0
     missing = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), "--pred", str(tmp_path / "none.csv"),
+        [sys.executable, str(Path(__file__).resolve().parents[2] / "scripts" / "evaluate.py"), "--pred", str(tmp_path / "none.csv"),
          "--gt", str(gt_root / "test" / "outputs_json")],
         capture_output=True, text=True, env=env, timeout=120)
     assert missing.returncode == 1
-    assert missing.stderr.strip() == f"evaluate: error: submission not found: {tmp_path / 'none.csv'}"
+    assert missing.stderr.strip() == f"error: submission not found: {tmp_path / 'none.csv'}"

@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from mmseg_text.config import load_config
-from mmseg_text.engine import predict_cli, train_cli
-from mmseg_text.engine.evaluate_csv import main as evaluate_main
-from mmseg_text.engine.inference import PredictOptions, Predictor
+from mmseg_text.cli import predict as predict_cli
+from mmseg_text.cli import train as train_cli
+from mmseg_text.cli.evaluate import main as evaluate_main
+from mmseg_text.engine.prediction import ImageFiles, PredictOptions, Predictor
 from mmseg_text.engine.train import train
 from mmseg_text.data.images import read_image
 from mmseg_text.rle import read_submission, rle_decode
@@ -42,20 +43,24 @@ def test_predict_writes_29_rows_per_image_that_decode_to_the_thresholded_masks(c
     assert code == 0
     frame = read_submission(out)
     files = sorted(images.rglob("*.png"))
-    classes = load_config(checkpoint / "config.yaml").data.classes
-    from mmseg_text.catalogue import load_catalogue
+    from mmseg_text.engine.export import load_exported
 
-    names = list(load_catalogue(classes).names)
+    names = list(load_exported(checkpoint).catalogue.names)
     assert len(frame) == 29 * len(files)
     for _, rows in frame.groupby("image_name", sort=False):
         assert list(rows["class"]) == names  # class order inside each image
     assert len(list((tmp_path / "overlays").glob("*.png"))) == len(files)
 
     # Decoding the CSV gives exactly the masks the predictor thresholded (same captions: with meta).
-    predictor = Predictor(checkpoint, PredictOptions(with_meta=True, meta_file=str(tiny_root / "meta_data.xlsx")))
+    predictor = Predictor([checkpoint], PredictOptions(with_meta=True, meta_file=str(tiny_root / "meta_data.xlsx")))
     path = files[0]
     image = read_image(path)
-    masks = predictor.masks_at_original_size(predictor.logits(image, predictor.job_for(path)), image.shape[:2])
+    batch = ImageFiles([path], predictor.preprocess)[0]["image"][None]
+    metas = [predictor.person_facts(path)]
+    facts = predictor.image_facts(batch, metas)
+    metas = [{**metas[0], "wrist_angle_deg": facts[0]["wrist_angle_deg"], "bent_wrist": facts[0]["bent_wrist"]}]
+    probs = predictor.probabilities(batch, [facts[0]["side"]], metas)[0]
+    masks = predictor.masks_at_original_size(probs, image.shape[:2])
     rows = frame[frame["image_name"] == path.name]
     decoded = np.stack([rle_decode(r, image.shape[:2]) for r in rows["rle"]])
     np.testing.assert_array_equal(decoded, masks)

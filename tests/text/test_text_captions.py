@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmseg_text.text import CaptionBuilder, CaptionTemplateError
+from mmseg_text.text import CaptionBuilder, CaptionTemplateError, load_templates
 
-TEMPLATES = "data/meta/caption_templates.yaml"
+TEMPLATES = "caption_templates"
 FULL = dict(age=34, sex="female", weight=58, height=162, wrist_angle_deg=12.3, bent_wrist=False)
 
 
@@ -160,7 +160,7 @@ def test_shuffled_caption_fn_uses_donor_metadata_and_own_side(catalogue):
 
 
 def test_template_errors_name_file_and_key(tmp_path, catalogue):
-    text = open(TEMPLATES, encoding="utf-8").read()
+    text = load_templates(TEMPLATES).source and open(load_templates(TEMPLATES).source, encoding="utf-8").read()
     bad = tmp_path / "bad.yaml"
     bad.write_text(text.replace('weight: "{value} kg"', 'weight: "{kilos} kg"'), encoding="utf-8")
     with pytest.raises(CaptionTemplateError, match=r"bad\.yaml.*'weight'.*kilos"):

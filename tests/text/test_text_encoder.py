@@ -85,21 +85,6 @@ def test_frozen_text_only_and_reproducible(tiny_tower, text_cfg):
     torch.testing.assert_close(again.encode(CAPTIONS).pooled, feats.pooled)
 
 
-def test_unfreeze_last_n(tiny_proj_tower, text_cfg):
-    tower = build_text_tower(text_cfg(model="tiny-clip-proj", unfreeze_last_n=1))
-    trainable = {n for n, p in tower.named_parameters() if p.requires_grad}
-    assert trainable and all(n.startswith(("transformer.resblocks.2.", "ln_final.", "text_projection"))
-                             for n in trainable)
-    assert "text_projection" in trainable and "ln_final.weight" in trainable
-    assert not any(n.startswith("transformer.resblocks.1.") for n in trainable)
-    feats = tower.encode(CAPTIONS)
-    feats.pooled.sum().backward()
-    assert tower.text_projection.grad is not None
-    assert tower.token_embedding.weight.grad is None
-    with pytest.raises(ValueError, match="has 3 blocks"):
-        build_text_tower(text_cfg(model="tiny-clip-proj", unfreeze_last_n=4))
-
-
 def test_missing_weights_file_gives_an_actionable_error(tmp_path, text_cfg):
     missing = tmp_path / "nope" / "open_clip_model.bin"
     with pytest.raises(TextWeightsError) as info:

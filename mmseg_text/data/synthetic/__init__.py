@@ -27,6 +27,7 @@ from mmseg_text.data.synthetic.plan import (BENT_RANGE_DEG, BENT_SHARE, STRAIGHT
                                             TEST_ID_SHARE, DatasetPlan, ImageSpec, Person, plan_dataset)
 from mmseg_text.data.synthetic.polygons import annotation_polygon
 from mmseg_text.data.synthetic.render import RenderedImage, render_image
+from mmseg_text.data.synthetic.shapes import write_shapes_dataset
 from mmseg_text.data.synthetic.writer import (META_FILE, META_HEADERS, TRUTH_FILE, WRONG_JSON_SIZE,
                                               annotation_document, check_catalogue, generate_dataset,
                                               image_paths, truth_frame, write_metadata_xlsx)
@@ -36,5 +37,5 @@ __all__ = [
     "META_FILE", "META_HEADERS", "Person", "RenderedImage", "STRAIGHT_LIMIT_DEG", "SUFFIX_SHARE",
     "TEST_ID_SHARE", "TRUTH_FILE", "WRONG_JSON_SIZE", "anatomy_bone_names", "annotation_document",
     "annotation_polygon", "check_catalogue", "generate_dataset", "image_paths", "plan_dataset",
-    "ray_bone_names", "render_image", "truth_frame", "write_metadata_xlsx",
+    "ray_bone_names", "render_image", "truth_frame", "write_metadata_xlsx", "write_shapes_dataset",
 ]

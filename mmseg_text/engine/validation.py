@@ -66,7 +66,7 @@ def _bent_flags(batch: dict, device: torch.device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue, *, text=None,
+def validate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue, *, text=None,
              thresholds: float | Sequence[float] = DEFAULT_THRESHOLD, tune_thresholds: bool = False,
              channels_last: bool = False) -> EvalResult:
     """Run the model over ``loader``; rows from all ranks are gathered (no duplicated samples)."""
@@ -75,7 +75,7 @@ def evaluate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue,
     bent: list[np.ndarray] = []
     sweeps: list[SweepCounts] = []
     for batch in tqdm(loader, desc="val", leave=False, disable=not accelerator.is_local_main_process):
-        context = text.context(batch, accelerator.device) if text is not None else None
+        context = text.batch_context(batch, accelerator.device) if text is not None else None
         images = batch["image"].contiguous(memory_format=torch.channels_last) if channels_last else batch["image"]
         probs = model(images, context).float().sigmoid()
         targets = batch["masks"] > 0.5

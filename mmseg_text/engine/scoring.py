@@ -1,34 +1,28 @@
 """Score any submission CSV against ground-truth polygons: per-class, grouped and mean Dice.
 
 Each image is scored at its original resolution, read from its PNG header: the ground-truth polygons
-are rasterised at that size and every CSV row is decoded at that size. Body of ``scripts/evaluate.py``::
-
-    python scripts/evaluate.py --pred submission.csv --gt ROOT/test/outputs_json \
-        [--images ROOT/test/DCM] [--classes data/meta/hand_bones.yaml] [--out DIR]
-
-Input problems (images missing on either side, malformed RLE rows, unknown classes, unreadable
-files) end the script with one line naming the culprit and exit code 1.
+are rasterised at that size and every CSV row is decoded at that size. The command line is
+``mmseg-evaluate`` (``mmseg_text/cli/evaluate.py``); input problems (images missing on either side,
+malformed RLE rows, unknown classes, unreadable files) raise errors naming the culprit.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from mmseg_text.catalogue import ClassCatalogue, load_catalogue
-from mmseg_text.data.annotations import AnnotationError, load_annotation
-from mmseg_text.data.images import ImageReadError, read_image_size
+from mmseg_text.data.annotations import load_annotation
+from mmseg_text.data.images import read_image_size
 from mmseg_text.data.layout import IMAGE_SUFFIXES
 from mmseg_text.data.masks import polygons_to_masks
 from mmseg_text.io import atomic_write_json, atomic_write_text
 from mmseg_text.metrics import DiceAccumulator, dice_per_image
-from mmseg_text.rle import RLEError, SubmissionError, read_submission, rle_decode, row_label
+from mmseg_text.rle import RLEError, read_submission, rle_decode, row_label
 
 RESULT_JSON = "evaluation.json"
 RESULT_MARKDOWN = "evaluation.md"
@@ -152,34 +146,12 @@ def format_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pred", required=True, type=Path, help="submission CSV (image_name,class,rle)")
-    parser.add_argument("--gt", required=True, type=Path, help="annotation folder, e.g. ROOT/test/outputs_json")
-    parser.add_argument("--images", type=Path, default=None,
-                        help="image folder giving each image's size (default: the DCM folder beside --gt)")
-    parser.add_argument("--classes", type=Path, default=None,
-                        help="class catalogue YAML (default: data/meta/hand_bones.yaml)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"folder for {RESULT_JSON} and {RESULT_MARKDOWN} (default: print only)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        result = evaluate_submission(args.pred, args.gt, args.images, args.classes, progress=not args.no_progress)
-    except (EvaluationError, SubmissionError, RLEError, AnnotationError, ImageReadError) as err:
-        print(f"evaluate: error: {err}", file=sys.stderr)
-        return 1
-    table = format_markdown(result)
-    print(table, end="")
-    if args.out is not None:
-        atomic_write_json(args.out / RESULT_JSON, result)
-        atomic_write_text(args.out / RESULT_MARKDOWN, table)
-        print(f"wrote {args.out / RESULT_JSON}")
-    return 0
+def write_evaluation(result: dict, out_dir: str | Path) -> Path:
+    """``evaluation.json`` and ``evaluation.md`` in ``out_dir`` (atomically)."""
+    out_dir = Path(out_dir)
+    atomic_write_json(out_dir / RESULT_JSON, result)
+    atomic_write_text(out_dir / RESULT_MARKDOWN, format_markdown(result))
+    return out_dir / RESULT_JSON
 
 
 def _listed(names: Sequence[str]) -> str:

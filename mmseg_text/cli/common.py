@@ -7,7 +7,15 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from mmseg_text.config import Config, ConfigError, load_config
+from mmseg_text.config import Config, load_config
+
+# Errors a user can fix from the message alone: printed as one line, exit code 1, no traceback. Besides
+# these, every exception class this package defines (EncoderWeightsError, TrainingDiverged, ...) says what to do.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, OSError)
+
+
+def is_user_error(err: BaseException) -> bool:
+    return isinstance(err, USER_ERRORS) or type(err).__module__.startswith("mmseg_text.")
 
 
 def add_config_args(parser: argparse.ArgumentParser, default_config: str | None = None) -> None:
@@ -19,18 +27,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
 
 
-# Errors a user can fix from the message alone: printed as one line, exit code 1, no traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, ValueError, KeyError)
-
-
 def run_main(body: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     # Our own messages at INFO; libraries (open_clip, timm, accelerate) only when they warn.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mmseg_text").setLevel(logging.INFO)
     try:
         return int(body(argv) or 0)
-    except USER_ERRORS as err:
-        if os.environ.get("MMSEG_TEXT_TRACEBACK"):  # developers: the full traceback instead of one line
+    except Exception as err:
+        if not is_user_error(err) or os.environ.get("MMSEG_TEXT_TRACEBACK"):  # developers: the full traceback
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}", file=sys.stderr)

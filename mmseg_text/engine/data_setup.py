@@ -1,0 +1,64 @@
+"""The data side of a training run, built once and in one direction:
+
+    index (records, metadata, derived facts, folds) -> captions over every image -> datasets
+
+``build_run_data`` is what ``train`` calls under ``main_process_first`` (the main process writes the
+caches, the others read them); tests can call it alone.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from mmseg_text.catalogue import ClassCatalogue
+from mmseg_text.data.dataset import SegmentationDataset
+from mmseg_text.data.index import DataIndex, build_index, cache_dir_of
+from mmseg_text.data.preprocess import Preprocessor
+from mmseg_text.data.transforms import Augmenter, build_train_transforms
+from mmseg_text.engine.text_side import TextSide, build_text_side
+from mmseg_text.models.encoders import encoder_data_config
+
+logger = logging.getLogger(__name__)
+
+
+def build_preprocessor(cfg: Any) -> Preprocessor:
+    """The data section's size / CLAHE / channels with the encoder's own normalisation statistics."""
+    stats = encoder_data_config(cfg.model.encoder, in_chans=cfg.data.in_chans, **dict(cfg.model.encoder_kwargs))
+    return Preprocessor(image_size=cfg.data.image_size, mean=tuple(stats["mean"]), std=tuple(stats["std"]),
+                        clahe=cfg.data.clahe)
+
+
+def make_dataset(cfg: Any, index: DataIndex, catalogue: ClassCatalogue, preprocess: Preprocessor, *,
+                 name: str, transforms: Optional[Augmenter] = None, caption_fn=None, augment_seed: Optional[int] = None,
+                 progress: bool = True) -> SegmentationDataset:
+    data = cfg.data
+    return SegmentationDataset(index.records, index.facts, class_names=catalogue.names, preprocess=preprocess,
+                               labelled=index.split == "train", cache_dir=cache_dir_of(data) if data.cache else None,
+                               transforms=transforms, caption_fn=caption_fn, augment_seed=augment_seed,
+                               skip_bad_samples=data.skip_bad_samples, workers=data.num_workers, progress=progress,
+                               name=name)
+
+
+@dataclass
+class RunData:
+    index: DataIndex
+    train: SegmentationDataset
+    val: SegmentationDataset
+    preprocess: Preprocessor
+    text: Optional[TextSide]
+
+
+def build_run_data(cfg: Any, catalogue: ClassCatalogue, *, progress: bool = True) -> RunData:
+    index = build_index(cfg.data, catalogue, progress=progress)
+    train_index, val_index = index.fold_split(cfg.data.fold)
+    text = build_text_side(cfg, catalogue, progress=progress)
+    caption_fn = None
+    if text is not None:  # one caption function over every image of the run (the placebo pairs across all)
+        caption_fn = text.caption_fn(index.meta_by_image(), index.person_by_image())
+        text.prepare_training(caption_fn, index)
+    preprocess = build_preprocessor(cfg)
+    train = make_dataset(cfg, train_index, catalogue, preprocess, name="train", transforms=build_train_transforms(cfg.data),
+                         caption_fn=caption_fn, augment_seed=cfg.train.seed, progress=progress)
+    val = make_dataset(cfg, val_index, catalogue, preprocess, name="validation", caption_fn=caption_fn, progress=progress)
+    return RunData(index=index, train=train, val=val, preprocess=preprocess, text=text)

@@ -1,0 +1,92 @@
+"""Self-contained model directories: everything prediction needs, nothing read from the repo.
+
+    model.safetensors        weights (no pickle)
+    config.yaml              the resolved run config; data.classes / text.templates point at the copies below
+    model_meta.json          build arguments the config does not hold (classes, text width, size, channels)
+    classes.yaml             the class catalogue the model was trained with
+    caption_templates.yaml   the caption wording (text modes that make captions)
+    preprocessing.json       image size, CLAHE and the encoder's normalisation (one preprocessing path)
+    thresholds.json          per-class thresholds tuned on validation
+    val_metrics.json         the validation scores at export
+
+``load_exported`` works from any working directory and from a non-editable install.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+from mmseg_text.catalogue import ClassCatalogue, load_catalogue
+from mmseg_text.config import Config, config_from_dict
+from mmseg_text.data.preprocess import Preprocessor
+from mmseg_text.models import TextConditionedSegmenter, load_model, save_checkpoint
+from mmseg_text.text.templates import load_templates
+
+CLASSES_FILE = "classes.yaml"
+TEMPLATES_FILE = "caption_templates.yaml"
+PREPROCESSING_FILE = "preprocessing.json"
+THRESHOLDS_FILE = "thresholds.json"
+
+
+@dataclass
+class ExportedModel:
+    directory: Path
+    model: TextConditionedSegmenter
+    cfg: Config
+    catalogue: ClassCatalogue
+    preprocess: Preprocessor
+    thresholds: np.ndarray  # (K,)
+
+
+def export_model(directory: str | Path, model: TextConditionedSegmenter, cfg: Config, catalogue: ClassCatalogue,
+                 preprocess: Preprocessor, *, thresholds: Sequence[float],
+                 metrics: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write ``directory`` atomically (``save_checkpoint``), with copies of the catalogue and templates."""
+    doc = copy.deepcopy(cfg.to_dict())
+    doc["data"]["classes"] = CLASSES_FILE  # relative: resolved against the model directory on load
+    text_files = {CLASSES_FILE: Path(catalogue.source).read_text(encoding="utf-8")}
+    templates = load_templates(cfg.text.templates)
+    text_files[TEMPLATES_FILE] = Path(templates.source).read_text(encoding="utf-8")
+    doc["text"]["templates"] = TEMPLATES_FILE
+    extra = {PREPROCESSING_FILE: preprocess.to_dict(),
+             THRESHOLDS_FILE: {"classes": list(catalogue.names), "thresholds": [float(t) for t in thresholds]}}
+    if metrics is not None:
+        extra["val_metrics.json"] = dict(metrics)
+    return save_checkpoint(directory, model, doc, extra=extra, text_files=text_files)
+
+
+def load_exported(directory: str | Path, map_location: str | torch.device = "cpu") -> ExportedModel:
+    """Model, config, catalogue, preprocessing and thresholds of an exported model directory."""
+    directory = Path(directory)
+    model, doc = load_model(directory, map_location=map_location)
+    for section, key, name in (("data", "classes", CLASSES_FILE), ("text", "templates", TEMPLATES_FILE)):
+        if (directory / name).is_file():
+            doc[section][key] = str((directory / name).resolve())
+    cfg = config_from_dict(doc)
+    catalogue = load_catalogue(cfg.data.classes)
+    pre_path = directory / PREPROCESSING_FILE
+    if not pre_path.is_file():
+        raise FileNotFoundError(f"{directory}: no {PREPROCESSING_FILE}; export the model again with this version")
+    preprocess = Preprocessor.from_dict(_read_json(pre_path))
+    thresholds = np.full(len(catalogue), cfg.predict.threshold)
+    th_path = directory / THRESHOLDS_FILE
+    if th_path.is_file():
+        doc_th = _read_json(th_path)
+        if list(doc_th.get("classes", catalogue.names)) != list(catalogue.names):
+            raise ValueError(f"{th_path}: classes differ from the catalogue {catalogue.source}")
+        thresholds = np.asarray(doc_th["thresholds"], dtype=np.float64)
+    return ExportedModel(directory=directory, model=model, cfg=cfg, catalogue=catalogue, preprocess=preprocess,
+                         thresholds=thresholds)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); the model directory is damaged") from None
