@@ -42,7 +42,7 @@ data: install
 demo: install
 	@start=$$(date +%s); set -e; \
 	$(MAKE) --no-print-directory data; \
-	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+	$(VENV)/bin/accelerate launch --quiet --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 		--num_cpu_threads_per_process $(DEMO_THREADS) \
 		scripts/train.py --config configs/demo.yaml output_dir=$(DEMO_OUT) data.root=$(DEMO_DATA); \
 	$(PY) scripts/predict.py --checkpoint $(DEMO_OUT)/best --images $(DEMO_DATA)/test/DCM \

@@ -6,7 +6,8 @@ Makes (or reuses) a small synthetic set with 2048 px sources, then measures samp
   naive_lean       a leaner uncached loader: grayscale decode, polygons filled at 2048² into (29, H, W)
                    uint8, INTER_AREA resize of image and masks
   cached           mmseg_text.data.cache: load one .npy (uint8 image + packed masks) and unpack
-  dataset_cached   HandXrayDataset.__getitem__ from the cache (tensors, normalisation; no augmentation)
+  dataset_cached   SegmentationDataset.__getitem__ from the cache (Preprocessor: tensors with the default
+                   encoder's normalisation; no augmentation)
 plus the cache build time (--workers processes) and its size on disk per image. Timed passes are
 interleaved (naive, cached, naive, ...) so that load from other processes hits both alike; all files
 are read once first so every path runs from the page cache.
@@ -31,10 +32,13 @@ import cv2
 import numpy as np
 
 from mmseg_text.catalogue import load_catalogue
-from mmseg_text.config import DataConfig
+from mmseg_text.config import Config, DataConfig
 from mmseg_text.data.cache import build_cache, load_cached
-from mmseg_text.data.dataset import HandXrayDataset
+from mmseg_text.data.dataset import SegmentationDataset
+from mmseg_text.data.index import ImageFacts
 from mmseg_text.data.layout import ImageRecord, find_images
+from mmseg_text.data.metadata import find_metadata_file, load_metadata, person_meta
+from mmseg_text.engine.data_setup import build_preprocessor
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_ROOT = REPO / ".cache" / "bench_synthetic_2048"
@@ -122,9 +126,10 @@ def main(argv: List[str] | None = None) -> dict:
         paths = report.paths
         cache_bytes = sum(p.stat().st_size for p in paths)
 
-        cfg = DataConfig(root=args.root, image_size=args.size, cache_dir=str(cache_dir), num_workers=0, augment=[])
-        ds = HandXrayDataset(args.root, "train", cfg, load_catalogue(), records=records,
-                             derived=_no_derived(records), progress=False)
+        # the training path: the default encoder's normalisation, samples from the cache built above
+        preprocess = build_preprocessor(Config(data=DataConfig(root=args.root, image_size=args.size, augment=[])))
+        ds = SegmentationDataset(records, _facts(Path(args.root), records), class_names=names, preprocess=preprocess,
+                                 cache_dir=cache_dir, workers=0, progress=False, name="benchmark")
 
         # correctness: the cached masks agree with the naive full-resolution fill
         naive_masks = naive_lean(records[0], names, args.size)[1] >= 1
@@ -169,12 +174,12 @@ def main(argv: List[str] | None = None) -> dict:
     return result
 
 
-def _no_derived(records: Sequence[ImageRecord]):
-    """Side/angle are not timed here: an empty derived frame skips computing them from the polygons."""
-    import pandas as pd
-
-    return pd.DataFrame({"image_id": [r.image_id for r in records], "side": "unknown",
-                         "wrist_angle_deg": np.nan, "bent_wrist": np.nan})
+def _facts(root: Path, records: Sequence[ImageRecord]) -> list[ImageFacts]:
+    """Metadata as in training; side/angle are not timed here (unknown: nothing derived from the polygons)."""
+    meta_path = find_metadata_file(root)
+    metadata = load_metadata(meta_path) if meta_path is not None else None
+    return [ImageFacts(side="unknown", meta={**person_meta(metadata, r.person_id), "wrist_angle_deg": None,
+                                             "bent_wrist": None}) for r in records]
 
 
 if __name__ == "__main__":

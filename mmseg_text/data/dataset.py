@@ -18,16 +18,13 @@ import torch
 from torch.utils.data import Dataset
 
 from mmseg_text.data.cache import build_cache, load_or_build, preprocess_sample
-from mmseg_text.data.index import ImageFacts
+from mmseg_text.data.index import DatasetError, ImageFacts
 from mmseg_text.data.layout import ImageRecord
 from mmseg_text.data.preprocess import Preprocessor
 from mmseg_text.data.transforms import Augmenter, flip_side
 
 logger = logging.getLogger(__name__)
-
-
-class DatasetError(ValueError):
-    """Samples cannot be loaded; the message names the files (or use data.skip_bad_samples)."""
+__all__ = ["DatasetError", "SegmentationDataset", "collate"]
 
 
 class SegmentationDataset(Dataset):

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mmseg_text.catalogue import ClassCatalogue
-from mmseg_text.data.cache import stat_key
+from mmseg_text.data.cache import cache_dir_error, stat_key
 from mmseg_text.data.layout import ImageRecord, find_images
 from mmseg_text.data.metadata import find_metadata_file, load_metadata, person_meta
 from mmseg_text.data.splits import assign_folds
@@ -27,6 +27,10 @@ from mmseg_text.io import atomic_write_text
 logger = logging.getLogger(__name__)
 
 SIDES = ("left", "right", "unknown")
+
+
+class DatasetError(ValueError):
+    """Samples cannot be used; the message names the files (or use data.skip_bad_samples)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class DataIndex:
     facts: list[ImageFacts]  # parallel to records
     folds: Optional[np.ndarray] = None  # fold number per record (labelled split with num_folds >= 2)
     metadata: Optional[pd.DataFrame] = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) left out with skip_bad_samples
 
     def __len__(self) -> int:
         return len(self.records)
@@ -73,15 +78,62 @@ def build_index(data_cfg: Any, catalogue: ClassCatalogue, *, split: str = "train
     records = find_images(root, split)
     if not records:
         raise FileNotFoundError(f"no images under {root / split / 'DCM'} (expected IDxxx/*.png or *.dcm)")
+    skipped: list[tuple[str, str]] = []
+    if split == "train":  # labelled: the checks of check_data, applied before anything is learnt
+        records, skipped = _checked(records, catalogue, data_cfg)
     metadata = _metadata(root, data_cfg)
     derived = None
     if catalogue.hand_geometry is not None:
         derived = _derived(root, split, data_cfg, records, catalogue, progress=progress)
     facts = _facts(records, metadata, derived)
-    index = DataIndex(root=root, split=split, records=records, facts=facts, metadata=metadata)
+    index = DataIndex(root=root, split=split, records=records, facts=facts, metadata=metadata, skipped=skipped)
     if split == "train" and data_cfg.num_folds >= 2:
         index.folds = assign_folds(records, data_cfg.num_folds, data_cfg.split_seed, metadata=metadata, derived=derived)
     return index
+
+
+def _checked(records: list[ImageRecord], catalogue: ClassCatalogue, data_cfg: Any
+             ) -> tuple[list[ImageRecord], list[tuple[str, str]]]:
+    """Records whose image and annotation pass ``check_data``'s per-file checks (every class present, known
+    labels, polygons of >= 3 points inside the image). A failure stops the run naming the files, or, with
+    ``data.skip_bad_samples``, leaves the record out (listed). Passing files are remembered in the cache
+    under their (path, mtime, size) stamps, so an unchanged dataset is checked once."""
+    from mmseg_text.data.checks import CheckReport, check_annotation
+    from mmseg_text.data.images import ImageReadError, read_image_size
+
+    stamp_dir = cache_dir_of(data_cfg) / "checked" if data_cfg.cache else None
+    key = hashlib.sha1("\n".join([*catalogue.names] + [stat_key(r.image_path) + stat_key(r.json_path) for r in records])
+                       .encode()).hexdigest()[:16]
+    if stamp_dir is not None and (stamp_dir / key).exists():
+        return records, []
+    report = CheckReport(root=str(data_cfg.root))
+    for record in records:
+        if record.json_path is None:
+            report.add("error", "missing_json", record.image_path, "no annotation JSON (labelled images need one)")
+            continue
+        try:
+            size = read_image_size(record.image_path)
+        except ImageReadError as err:
+            report.add("error", "unreadable_image", record.image_path, str(err))
+            continue
+        check_annotation(record.json_path, catalogue.names, size, True, report)
+    owner = {str(p): r for r in records for p in (r.image_path, r.json_path) if p is not None}
+    reasons: dict[str, str] = {}  # image path -> the first problem of its image or annotation
+    for issue in report.errors:
+        record = owner.get(str(issue.path))
+        if record is not None:
+            reasons.setdefault(str(record.image_path), f"{issue.path}: {issue.message}")
+    failed = list(reasons.items())
+    if failed and not data_cfg.skip_bad_samples:
+        listing = "; ".join(why for _, why in failed[:5]) + (f" (and {len(failed) - 5} more)" if len(failed) > 5 else "")
+        raise DatasetError(f"{len(failed)} bad training sample(s): {listing}. Fix them (mmseg-check-data "
+                           f"{data_cfg.root}) or set data.skip_bad_samples=true to leave them out")
+    for _, why in failed:
+        logger.warning("leaving out a bad training sample: %s", why)
+    if not failed and stamp_dir is not None:
+        atomic_write_text(stamp_dir / key, "ok\n")
+    dropped = {path for path, _ in failed}
+    return [r for r in records if str(r.image_path) not in dropped], failed
 
 
 def _metadata(root: Path, data_cfg: Any) -> Optional[pd.DataFrame]:
@@ -115,7 +167,10 @@ def _derived(root: Path, split: str, data_cfg: Any, records: Sequence[ImageRecor
     skip = bool(data_cfg.skip_bad_samples)
     frame = derive_metadata(records, bones, skip_bad=skip, progress=progress)
     if cached is not None and len(frame) == len(jsons):  # a frame with skipped images is not kept
-        atomic_write_text(cached, frame.to_csv(index=False))
+        try:
+            atomic_write_text(cached, frame.to_csv(index=False))
+        except OSError as err:
+            raise cache_dir_error(cached.parent, err) from None
     return frame
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -61,7 +62,7 @@ def write_report(run_dir: str | Path, evaluation_json: str | Path, overlays: Seq
     if overlays:
         lines += ["## Predictions on test images", ""]
         for overlay in list(overlays)[:OVERLAYS_SHOWN]:
-            lines.append(f"![{overlay.stem}]({Path(overlay).resolve().relative_to(run_dir.resolve())})")
+            lines.append(f"![{overlay.stem}]({os.path.relpath(Path(overlay).resolve(), run_dir.resolve())})")
         lines.append("")
     lines += ["## Per-class Dice", "", "| class | Dice |", "|---|---:|"]
     lines += [f"| {name} | {value:.4f} |" for name, value in evaluation["per_class"].items()]

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from mmseg_text.catalogue import ClassCatalogue, load_catalogue
 from mmseg_text.config import Config, ConfigError, to_yaml
 from mmseg_text.data.dataset import collate
-from mmseg_text.engine.checkpointing import read_trainer_state, resolve_resume, save_training_state
+from mmseg_text.engine.checkpointing import (clean_stale_temporaries, load_latest_state, read_trainer_state,
+                                             save_training_state)
 from mmseg_text.engine.data_setup import RunData, build_run_data
 from mmseg_text.engine.export import export_model
 from mmseg_text.engine.losses import BCEDiceLoss
@@ -102,6 +103,7 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
     catalogue = load_catalogue(cfg.data.classes)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        clean_stale_temporaries(out)  # what an interrupted save or export left behind
         atomic_write_text(out / "config.yaml", to_yaml(cfg))
 
     with accelerator.main_process_first():  # the main process builds the caches, the others read them
@@ -127,9 +129,8 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
     loss_fn = BCEDiceLoss(cfg.train.bce_weight, cfg.train.dice_weight)
 
     progress = _Progress()
-    checkpoint = resolve_resume(cfg.output_dir, resume)
+    checkpoint = load_latest_state(accelerator, cfg.output_dir, resume)  # skips damaged ones with a warning
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
         progress = _Progress(**read_trainer_state(checkpoint)["progress"])
         accelerator.print(f"resumed from {checkpoint} at step {progress.step}")
 
@@ -237,7 +238,7 @@ def _export_best(accelerator: Accelerator, model, cfg: Config, catalogue: ClassC
 
 
 def _report_skipped(accelerator: Accelerator, data: RunData, out: Path) -> None:
-    skipped = data.train.skipped + data.val.skipped
+    skipped = data.index.skipped + data.train.skipped + data.val.skipped
     if skipped and accelerator.is_main_process:
         lines = [f"{path}\t{reason}" for path, reason in skipped]
         atomic_write_text(out / "skipped_samples.tsv", "\n".join(lines) + "\n")

@@ -3,7 +3,6 @@ bent-wrist shift, the quirky spreadsheet, and the same bytes for the same seed."
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmseg_text.catalogue import REPO_ROOT
+from mmseg_text.cli import make_synthetic
 from mmseg_text.data.annotations import load_annotation
 from mmseg_text.data.synthetic import (BENT_RANGE_DEG, STRAIGHT_LIMIT_DEG, TRUTH_FILE, generate_dataset,
                                        plan_dataset, render_image, truth_frame)
@@ -165,10 +164,17 @@ def test_height_and_sex_set_hand_size():
     assert bone_area(large) > 1.3 * bone_area(small)
 
 
-def test_make_synthetic_script(tmp_path):
-    spec = importlib.util.spec_from_file_location("make_synthetic", REPO_ROOT / "scripts" / "make_synthetic.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--out", str(tmp_path), "--ids", "1", "--size", "96", "--no-progress"]) == 0
-    assert len(list((tmp_path / "train" / "DCM" / "ID001").glob("*.png"))) == 2
-    assert module.main(["--out", str(tmp_path), "--ids", "0", "--no-progress"]) == 1
+def test_make_synthetic_cli(tmp_path, capsys):
+    assert make_synthetic.main(["--out", str(tmp_path), "--ids", "1", "--size", "96", "--no-progress"]) == 0
+    pngs = sorted((tmp_path / "train" / "DCM" / "ID001").glob("*.png"))
+    assert len(pngs) == 2
+    assert cv2.imread(str(pngs[0]), cv2.IMREAD_UNCHANGED).shape == (96, 96)
+    assert all((tmp_path / "train" / "outputs_json" / "ID001" / f"{p.stem}.json").is_file() for p in pngs)
+    assert (tmp_path / TRUTH_FILE).is_file() and (tmp_path / "meta_data.xlsx").is_file()
+    assert "2 images written" in capsys.readouterr().out
+    # same seed again with --skip-existing: nothing rewritten
+    assert make_synthetic.main(["--out", str(tmp_path), "--ids", "1", "--size", "96", "--no-progress",
+                                "--skip-existing"]) == 0
+    assert "0 images written, 2 kept" in capsys.readouterr().out
+    assert make_synthetic.main(["--out", str(tmp_path), "--ids", "0", "--no-progress"]) == 1
+    assert capsys.readouterr().err.startswith("make_synthetic: ")

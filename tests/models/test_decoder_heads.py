@@ -31,8 +31,8 @@ def test_decoder_validates_its_options():
     channels, reductions = [8, 16, 32, 64], [4, 8, 16, 32]
     with pytest.raises(ValueError, match="needs 5 entries"):
         UNetDecoder(channels, [16, 8, 8], encoder_reductions=reductions)
-    allowed = r"choose one of \['none', 'cross_attn', 'film'\]"
-    with pytest.raises(ValueError, match=r"unknown model.conditioning 'xattn'; " + allowed):
+    allowed = r"must be one of \['none', 'cross_attn', 'film'\], got 'xattn'"
+    with pytest.raises(ValueError, match=r"'model.conditioning' " + allowed):
         UNetDecoder(channels, [8] * 5, encoder_reductions=reductions, conditioning="xattn", text_dim=4)
     with pytest.raises(ValueError, match=r"condition_stages \[7\] out of range"):
         UNetDecoder(channels, [8] * 5, encoder_reductions=reductions, conditioning="film", condition_stages=[0, 7],
@@ -85,5 +85,5 @@ def test_group_norm_decoder_is_per_sample():
     together = decoder(features, output_size=(64, 64))
     alone = decoder([f[:1] for f in features], output_size=(64, 64))
     assert torch.allclose(together[:1], alone, atol=1e-5)  # training-mode output independent of the batch
-    with pytest.raises(ValueError, match=r"unknown model.norm 'layer'; choose one of \['batch', 'group'\]"):
+    with pytest.raises(ValueError, match=r"'model.norm' must be one of \['batch', 'group'\], got 'layer'"):
         UNetDecoder(channels, [8] * 5, encoder_reductions=reductions, norm="layer")
