@@ -37,7 +37,7 @@ class DataConfig:
     root: str = "data/synthetic"  # dataset root: ROOT/{train,test}/DCM, ROOT/train/outputs_json, ROOT/meta_data.xlsx
     classes: str = "hand_bones"  # class catalogue: a YAML path, or a bundled name (mmseg_text/assets/)
     meta_file: Optional[str] = None  # metadata table; None -> ROOT/meta_data.xlsx (or .csv)
-    derived_meta: Optional[str] = None  # side/wrist-angle CSV; None -> computed from annotations (catalogues that declare it)
+    derived_meta: Optional[str] = None  # side/wrist-angle CSV of the train split (mmseg-derive-meta); None -> computed from annotations (catalogues that declare it)
     image_size: int = 512  # square training resolution
     in_chans: int = 3  # grayscale repeated to this many channels (3 suits ImageNet backbones)
     fold: int = 0  # validation fold index

@@ -1,7 +1,7 @@
 """``mmseg-derive-meta ROOT``: derive hand side and wrist angle from the annotation polygons of a split and
 write them as a CSV (columns image_id, person_id, side, wrist_angle_deg, bent_wrist), for ``data.derived_meta``.
 
-    mmseg-derive-meta data/synthetic --split train [--classes hand_bones] [--out ROOT/derived_meta.csv]
+    mmseg-derive-meta data/synthetic --split train [--classes hand_bones] [--out ROOT/derived_meta_<split>.csv]
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mmseg_text.data.cache import build_cache, load_or_build, preprocess_sample
+from mmseg_text.data.cache import SAMPLE_ERRORS, build_cache, load_or_build, preprocess_sample
 from mmseg_text.data.index import DatasetError, ImageFacts
 from mmseg_text.data.layout import ImageRecord
 from mmseg_text.data.preprocess import Preprocessor
@@ -61,8 +61,11 @@ class SegmentationDataset(Dataset):
             bad += report.failed
             by_path = {str(r.image_path): p for r, p in zip(readable, report.paths)}
             self.cache_paths = [by_path.get(str(r.image_path)) for r in records]
+        elif skip_bad_samples:  # without a cache nothing else reads every image up front
+            bad += [b for b in (_unreadable(r, self.class_names) for r in records if not _listed(r, bad)) if b]
         self.skipped = _drop_bad(bad, skip_bad_samples, name)
-        keep = [i for i, r in enumerate(records) if not _listed(r, bad)]
+        dropped = {path for path, _ in bad}
+        keep = [i for i, r in enumerate(records) if str(r.image_path) not in dropped]
         self.records = [records[i] for i in keep]
         self.facts = [facts[i] for i in keep]
         if self.cache_paths is not None:
@@ -110,7 +113,15 @@ class SegmentationDataset(Dataset):
 
 
 def _listed(record: ImageRecord, bad: Sequence[tuple[str, str]]) -> bool:
-    return str(record.image_path) in {path for path, _ in bad}
+    return any(path == str(record.image_path) for path, _ in bad)
+
+
+def _unreadable(record: ImageRecord, class_names: Sequence[str]) -> Optional[tuple[str, str]]:
+    try:
+        preprocess_sample(record, 8, class_names)  # decodes the image and rasterises the polygons, tiny
+    except SAMPLE_ERRORS as err:
+        return str(record.image_path), f"{type(err).__name__}: {err}"
+    return None
 
 
 def _drop_bad(bad: list[tuple[str, str]], skip: bool, name: str) -> list[tuple[str, str]]:

@@ -131,7 +131,10 @@ def _checked(records: list[ImageRecord], catalogue: ClassCatalogue, data_cfg: An
     for _, why in failed:
         logger.warning("leaving out a bad training sample: %s", why)
     if not failed and stamp_dir is not None:
-        atomic_write_text(stamp_dir / key, "ok\n")
+        try:
+            atomic_write_text(stamp_dir / key, "ok\n")
+        except OSError as err:
+            raise cache_dir_error(stamp_dir, err) from None
     dropped = {path for path, _ in failed}
     return [r for r in records if str(r.image_path) not in dropped], failed
 
@@ -152,7 +155,7 @@ def _derived(root: Path, split: str, data_cfg: Any, records: Sequence[ImageRecor
     identities (path, mtime, size) and of the bones used. None when no record has an annotation
     (unlabelled test images: their facts come from a first prediction pass).
     """
-    if data_cfg.derived_meta:
+    if data_cfg.derived_meta and split == "train":  # the CSV of the training split (mmseg-derive-meta)
         return load_derived_csv(data_cfg.derived_meta)
     jsons = sorted(str(r.json_path) for r in records if r.json_path is not None)
     if not jsons:
@@ -163,7 +166,7 @@ def _derived(root: Path, split: str, data_cfg: Any, records: Sequence[ImageRecor
         key = hashlib.sha1("\n".join([split, str(root.resolve()), repr(bones)] + [stat_key(j) for j in jsons]).encode())
         cached = cache_dir_of(data_cfg) / "derived" / f"{split}-{key.hexdigest()[:16]}.csv"
         if cached.exists():
-            return pd.read_csv(cached)
+            return pd.read_csv(cached, dtype={"image_id": str})
     skip = bool(data_cfg.skip_bad_samples)
     frame = derive_metadata(records, bones, skip_bad=skip, progress=progress)
     if cached is not None and len(frame) == len(jsons):  # a frame with skipped images is not kept
@@ -182,7 +185,7 @@ def load_derived_csv(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data.derived_meta: {path} not found")
-    frame = pd.read_csv(path)
+    frame = pd.read_csv(path, dtype={"image_id": str})
     missing = [c for c in DERIVED_COLUMNS if c != "person_id" and c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: derived metadata lacks column(s) {missing}")

@@ -262,9 +262,6 @@ def test_bad_image_fails_naming_the_file_or_is_skipped(tiny_root, tmp_path, cata
         assert ds.facts[i] is index.facts[index.records.index(record)]
 
 
-@pytest.mark.xfail(strict=True, reason="SegmentationDataset finds unreadable images only through the cache build, "
-                                       "and build_index reads only PNG headers: with cache_dir=None a truncated PNG "
-                                       "is not skipped by skip_bad_samples (HandXrayDataset validated every image)")
 def test_truncated_image_is_skipped_without_a_cache(tiny_root, tmp_path, catalogue):
     root = _copy(tiny_root, tmp_path)
     bad = find_images(root, "train")[3].image_path

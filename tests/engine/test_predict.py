@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import pandas as pd
 import pytest
 import yaml
@@ -110,3 +111,86 @@ def test_metadata_without_needed_columns_is_one_line(checkpoint, tiny_root, tmp_
     assert code == 1
     line = _one_error_line(capsys)
     assert str(bad) in line and "sex" in line
+
+
+def test_non_editable_install_predicts_from_an_empty_folder(checkpoint, tiny_root, tmp_path, capsys):
+    """``pip install .`` (a wheel, not the checkout) and ``mmseg-predict`` run from an empty folder: the
+    catalogue, templates and preprocessing come from the exported model and the package data alone."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    wheel_dir, site, empty = tmp_path / "wheel", tmp_path / "site", tmp_path / "elsewhere"
+    empty.mkdir()
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(wheel_dir), str(repo)], check=True,
+                   cwd=tmp_path)
+    subprocess.run(pip + ["install", "--no-deps", "--no-compile", "--target", str(site), *map(str, wheel_dir.glob("*.whl"))],
+                   check=True)
+    assert (site / "mmseg_text" / "assets" / "hand_bones.yaml").is_file()  # package data is in the wheel
+    code = ("import mmseg_text, sys; from mmseg_text.cli.predict import main; "
+            "print('package:', mmseg_text.__file__); sys.exit(main(sys.argv[1:]))")
+    out = empty / "submission.csv"
+    env = {**__import__("os").environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code, "--checkpoint", str(checkpoint), "--images",
+                           str(tiny_root / "test" / "DCM"), "--with-meta", "--meta", str(tiny_root / "meta_data.xlsx"),
+                           "--out", str(out)], cwd=empty, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"package: {site}" in proc.stdout  # the installed copy ran, not the checkout
+    reference = tmp_path / "reference.csv"
+    assert predict_cli.main(["--checkpoint", str(checkpoint), "--images", str(tiny_root / "test" / "DCM"),
+                             "--with-meta", "--meta", str(tiny_root / "meta_data.xlsx"), "--out", str(reference)]) == 0
+    assert out.read_text() == reference.read_text()  # same masks as from the checkout
+
+
+class _PointwiseModel(torch.nn.Module):
+    """A 1x1 convolution: flip-equivariant, and it ignores captions."""
+
+    def __init__(self, in_chans: int, k: int):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_chans, k, 1)
+
+    def forward(self, images, context=None):
+        return self.conv(images)
+
+
+def test_flip_tta_of_a_flip_equivariant_model_equals_no_tta(checkpoint):
+    predictor = Predictor([checkpoint], PredictOptions(tta_hflip=False))
+    member = predictor.members[0]
+    member.exported.model = _PointwiseModel(predictor.preprocess.in_chans, len(predictor.catalogue)).eval()
+    member.exported.cfg.train.channels_last = False
+    images = torch.randn(2, predictor.preprocess.in_chans, 64, 64)
+    plain = predictor.probabilities(images, ["left", "right"], [{}, {}])
+    predictor.tta = True
+    torch.testing.assert_close(predictor.probabilities(images, ["left", "right"], [{}, {}]), plain)
+
+
+def test_the_mirrored_view_reads_the_mirrored_side_in_its_caption(checkpoint, monkeypatch):
+    predictor = Predictor([checkpoint], PredictOptions(tta_hflip=True))
+    text = predictor.members[0].text
+    seen: list[str] = []
+    real = text.context
+    monkeypatch.setattr(text, "context", lambda captions, n, device: (seen.extend(captions), real(captions, n, device))[1])
+    meta = {"age": 40.0, "sex": "female", "weight": 60.0, "height": 165.0, "wrist_angle_deg": 5.0, "bent_wrist": False}
+    predictor.probabilities(torch.zeros(1, predictor.preprocess.in_chans, 64, 64), ["right"], [meta])
+    assert len(seen) == 2 and "right hand of a 40-year-old woman" in seen[0] and "left hand" in seen[1]
+
+
+def test_an_ensemble_is_the_mean_of_its_members_and_one_listed_twice_is_itself(checkpoint, tiny_root):
+    images = torch.stack([ImageFiles([p], Predictor([checkpoint], PredictOptions()).preprocess)[0]["image"]
+                          for p in sorted((tiny_root / "test" / "DCM").rglob("*.png"))[:2]])
+    single = Predictor([checkpoint], PredictOptions())
+    twice = Predictor([checkpoint, checkpoint], PredictOptions())
+    sides, metas = ["unknown"] * 2, [{}, {}]
+    p1 = single.probabilities(images, sides, metas)
+    torch.testing.assert_close(twice.probabilities(images, sides, metas), p1)
+    np.testing.assert_allclose(twice.thresholds, single.thresholds)
+    # Two different members: the ensemble is exactly the mean of their probabilities.
+    other = Predictor([checkpoint], PredictOptions())
+    with torch.no_grad():
+        for p in other.members[0].exported.model.head.parameters():
+            p.add_(0.5)
+    pair = Predictor([checkpoint], PredictOptions())
+    pair.members = [single.members[0], other.members[0]]
+    torch.testing.assert_close(pair.probabilities(images, sides, metas),
+                               0.5 * (p1 + other.probabilities(images, sides, metas)))
