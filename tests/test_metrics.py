@@ -6,18 +6,9 @@ import pytest
 import torch
 from monai.metrics import DiceMetric
 
-from mmseg_text import metrics
-from mmseg_text.metrics import (
-    DEFAULT_THRESHOLD_CANDIDATES,
-    SMOOTH,
-    DiceAccumulator,
-    SweepCounts,
-    dice_counts,
-    dice_per_image,
-    threshold_predictions,
-    threshold_sweep_counts,
-    tune_thresholds,
-)
+from mmseg_text import thresholds
+from mmseg_text.metrics import SMOOTH, DiceAccumulator, dice_counts, dice_per_image, threshold_predictions
+from mmseg_text.thresholds import DEFAULT_THRESHOLD_CANDIDATES, SweepCounts, threshold_sweep_counts, tune_thresholds
 
 
 def random_masks(seed: int, shape=(4, 6, 16, 20)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,7 +125,7 @@ def test_accumulator_rejects_bad_rows():
 
 def test_sweep_counts_match_explicit_thresholding(monkeypatch):
     # Quantised probabilities land exactly on candidates: `>` must be honoured at the boundaries.
-    monkeypatch.setattr(metrics, "_SWEEP_CHUNK_PIXELS", 100)  # force several chunks
+    monkeypatch.setattr(thresholds, "_SWEEP_CHUNK_PIXELS", 100)  # force several chunks
     g = torch.Generator().manual_seed(4)
     probs = (torch.randint(0, 21, (3, 4, 9, 7), generator=g) / 20.0).float()
     target = torch.rand(3, 4, 9, 7, generator=g) > 0.6

@@ -15,8 +15,8 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from mmseg_text.catalogue import ClassCatalogue
-from mmseg_text.metrics import (DiceAccumulator, SweepCounts, best_thresholds, dice_per_image,
-                                threshold_sweep_counts)
+from mmseg_text.metrics import DiceAccumulator, dice_per_image
+from mmseg_text.thresholds import SweepCounts, best_thresholds, threshold_sweep_counts
 
 DEFAULT_THRESHOLD = 0.5
 

@@ -119,11 +119,17 @@ def test_non_editable_install_predicts_from_an_empty_folder(checkpoint, tiny_roo
     import subprocess
     import sys
 
+    import shutil
+
     repo = Path(__file__).resolve().parents[2]
+    source = tmp_path / "source"  # the package files only: building writes build/ and *.egg-info beside them
+    shutil.copytree(repo / "mmseg_text", source / "mmseg_text", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(repo / name, source / name)
     wheel_dir, site, empty = tmp_path / "wheel", tmp_path / "site", tmp_path / "elsewhere"
     empty.mkdir()
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(wheel_dir), str(repo)], check=True,
+    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(wheel_dir), str(source)], check=True,
                    cwd=tmp_path)
     subprocess.run(pip + ["install", "--no-deps", "--no-compile", "--target", str(site), *map(str, wheel_dir.glob("*.whl"))],
                    check=True)
