@@ -53,9 +53,6 @@ class ClassCatalogue:
         except ValueError:
             raise KeyError(f"class {class_name!r} is not in the catalogue {self.source or self.name}") from None
 
-    def indices_of_group(self, group: str) -> list[int]:
-        return [i for i, g in enumerate(self.groups) if g == group]
-
 
 def load_catalogue(path: str | Path | None = None) -> ClassCatalogue:
     """Read a catalogue YAML (a path, or a bundled name such as ``hand_bones``); errors name the file and entry."""

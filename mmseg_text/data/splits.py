@@ -98,13 +98,3 @@ def assign_folds(data: Sequence[ImageRecord] | pd.DataFrame, num_folds: int, see
         for fold, (_, val_idx) in enumerate(splitter.split(np.zeros(len(frame)), labels, groups)):
             folds[val_idx] = fold
     return folds
-
-
-def fold_indices(data: Sequence[ImageRecord] | pd.DataFrame, num_folds: int, fold: int, seed: int = 0, *,
-                 metadata: Optional[pd.DataFrame] = None, derived: Optional[pd.DataFrame] = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """(train_idx, val_idx) positions into ``data`` for validation fold ``fold``; no person in both."""
-    if not 0 <= fold < num_folds:
-        raise ValueError(f"fold must be in [0, {num_folds}), got {fold}")
-    folds = assign_folds(data, num_folds, seed, metadata=metadata, derived=derived)
-    return np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)

@@ -116,8 +116,3 @@ def build_train_transforms(cfg: Any, *, seed: Optional[int] = None) -> Augmenter
     """Training augmentation from ``cfg.augment`` (a DataConfig, or a Config's ``data``)."""
     data_cfg = getattr(cfg, "data", cfg)
     return build_transforms(data_cfg.augment, seed=seed)
-
-
-def build_eval_transforms(cfg: Any) -> Augmenter:
-    """No augmentation: images already arrive at ``image_size`` (resizing happens before, in the cache)."""
-    return Augmenter([])

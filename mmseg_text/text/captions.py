@@ -19,7 +19,7 @@ patient metadata is misleading; the side stays true, so the control measures wha
 adds and not what a wrong side would break. The engine applies it through :meth:`caption_fn`::
 
     fn = builder.caption_fn(meta_by_image={image_id: meta, ...}, groups={image_id: person_id, ...})
-    dataset = HandXrayDataset(..., caption_fn=fn)       # fn(sample) -> caption, after augmentation
+    dataset = SegmentationDataset(..., caption_fn=fn)   # fn(sample) -> caption, after augmentation
 
 Build the pairing once per run over every image the run sees (train and validation together; the
 test images at prediction time), so a model trained on shuffled captions is also evaluated on them.

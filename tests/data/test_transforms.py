@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from mmseg_text.config import DataConfig
-from mmseg_text.data.transforms import (Augmenter, build_eval_transforms, build_train_transforms, build_transforms,
+from mmseg_text.data.transforms import (Augmenter, build_train_transforms, build_transforms,
                                         flip_side, is_mirrored)
 
 
@@ -84,8 +84,8 @@ def test_default_train_pipeline_keeps_shapes_and_binary_masks():
     assert out_masks is None and out_image.shape == (32, 32)
 
 
-def test_eval_pipeline_is_identity():
-    aug = build_eval_transforms(DataConfig())
+def test_empty_pipeline_is_identity():
+    aug = build_transforms([])
     image, masks = _image_and_masks()
     out_image, out_masks, mirrored = aug(image, masks)
     assert isinstance(aug, Augmenter) and len(aug) == 0 and mirrored is False
