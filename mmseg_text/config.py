@@ -107,7 +107,13 @@ class TrainConfig:
 class PredictConfig:
     threshold: float = 0.5  # used for classes without a tuned threshold
     tta_hflip: bool = False  # horizontal-flip test-time augmentation (flips the caption's side too)
-    batch_size: int = 4
+    tta_scales: List[float] = field(default_factory=lambda: [1.0])  # multi-scale TTA: input resized by each, averaged
+    batch_size: int = 4  # images per batch
+    resolution: Optional[int] = None  # square inference resolution; None = the training size; larger = sliding windows
+    window_overlap: float = 0.5  # overlap of neighbouring windows (fraction of the window)
+    window_mode: str = "gaussian"  # blending of overlapping windows: gaussian | constant
+    window_batch_size: int = 4  # windows per forward pass
+    stitch_on_cpu: bool = False  # assemble full-resolution window outputs on the CPU (short GPU memory)
 
 
 @dataclass
@@ -219,8 +225,15 @@ def validate(cfg: Config, *, explicit: Sequence[str] = ()) -> None:
         raise ConfigError("text.shuffle pairs images with other images' metadata captions: it needs text.mode=meta or meta+classes")
     if not 0 <= cfg.data.fold < cfg.data.num_folds:
         raise ConfigError(f"config key 'data.fold' must be in [0, {cfg.data.num_folds}), got {cfg.data.fold}")
+    _check_choice("predict.window_mode", cfg.predict.window_mode, ("gaussian", "constant"))
+    if not 0.0 <= cfg.predict.window_overlap < 1.0:
+        raise ConfigError(f"config key 'predict.window_overlap' must be in [0, 1), got {cfg.predict.window_overlap}")
+    if not cfg.predict.tta_scales or any(s <= 0 for s in cfg.predict.tta_scales):
+        raise ConfigError(f"config key 'predict.tta_scales' must be positive numbers, got {cfg.predict.tta_scales}")
     for key, value in (("data.image_size", cfg.data.image_size), ("train.batch_size", cfg.train.batch_size),
-                       ("train.grad_accum", cfg.train.grad_accum)):
+                       ("train.grad_accum", cfg.train.grad_accum), ("predict.batch_size", cfg.predict.batch_size),
+                       ("predict.window_batch_size", cfg.predict.window_batch_size),
+                       ("predict.resolution", cfg.predict.resolution or 1)):
         if value < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
 

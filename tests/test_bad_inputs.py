@@ -19,10 +19,10 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
 import cv2
 import pytest
@@ -192,11 +192,13 @@ def meta_typos_csv(root: Path) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Outcome:
-    error: Optional[tuple[str, ...]] = None  # None: success; else what the one error line must name
+    error: tuple[str, ...] | None = None  # None: success; else what the one error line must name
     warns: tuple[str, ...] = ()  # what the warnings must name (check_data: its warning issues)
 
-    def format(self, names: dict[str, str]) -> "Outcome":
-        fill = lambda items: tuple(s.format(**names) for s in items)  # noqa: E731
+    def format(self, names: dict[str, str]) -> Outcome:
+        def fill(items: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(s.format(**names) for s in items)
+
         return Outcome(None if self.error is None else fill(self.error), fill(self.warns))
 
 
@@ -219,29 +221,35 @@ class Case:
     train: Outcome
     predict: Outcome
     skipped: tuple[str, ...] = ()  # with data.skip_bad_samples=true: training runs and skipped_samples.tsv names these
-    marks: tuple = field(default=())
+    bugs: dict[str, str] = field(default_factory=dict)  # stage -> a known library bug (the test is a strict xfail)
 
 
 AGE_TYPO = "ID 1, column 'age' (나이): value '3O' is not a clean number"
 HEIGHT_TYPO = "ID 2, column 'height' (키(신장)): value '1.60m' has the unit 'm'"
 
+# engine/prediction.py:predict: the rows() generator's tqdm bar is not closed when an image fails to decode, so
+# stderr reads "\rpredict:   0%|...| 0/4 [00:00<?, ?img/s]error: <file>: ...\n\rpredict:   0%|...|\n": the error
+# line is glued to the bar and the bar is redrawn after it (the last line is not the error).
+PREDICT_BAR_BUG = ("engine/prediction.py:predict leaves the progress bar open on a decode error: the error line is "
+                   "printed after the bar's text and the bar is redrawn below it")
+
 CASES = [
     Case("intact", intact, OK, OK, OK),
     Case("zero_byte_png", zero_byte_png, fails("{train_png}", "{test_png}"), fails("{train_png}"), fails("{test_png}"),
-         skipped=("{train_png}",)),
+         skipped=("{train_png}",), bugs={"predict": PREDICT_BAR_BUG}),
     Case("truncated_png", truncated_png, fails("{train_png}", "{test_png}"), fails("{train_png}"), fails("{test_png}"),
-         skipped=("{train_png}",)),
+         skipped=("{train_png}",), bugs={"predict": PREDICT_BAR_BUG}),
     Case("image_without_json", image_without_json, fails("{train_png}"), fails("{train_png}"), OK,
          skipped=("{train_png}",)),
     Case("json_without_image", json_without_image, warns("{train_json}"), OK, OK),
     Case("json_syntax_error", json_syntax_error, fails("{train_json}"), fails("{train_json}"), OK,
          skipped=("{train_json}",)),
-    Case("json_missing_one_class", json_missing_one_class, fails("{train_json}"), fails("{train_json}", "missing 1 class"),
-         OK, skipped=("{train_json}",)),
+    Case("json_missing_one_class", json_missing_one_class, fails("{train_json}"),
+         fails("{train_json}", "missing 1 class"), OK, skipped=("{train_json}",)),
     Case("json_unknown_label", json_unknown_label, fails("{train_json}"), fails("{train_json}", "finger-99"), OK,
          skipped=("{train_json}",)),
-    Case("polygon_far_outside", polygon_far_outside, fails("{train_json}"), fails("{train_json}", "outside the 256x256"),
-         OK, skipped=("{train_json}",)),
+    Case("polygon_far_outside", polygon_far_outside, fails("{train_json}"),
+         fails("{train_json}", "outside the 256x256"), OK, skipped=("{train_json}",)),
     Case("image_half_size", image_half_size, fails("{train_json}"), fails("{train_json}", "outside the 128x128"), OK,
          skipped=("{train_png}", "{train_json}")),
     Case("misnamed_id_folder", misnamed_id_folder, fails("{folder}", "{json_folder}"), warns("{folder}"), OK),
@@ -253,8 +261,9 @@ CASES = [
 ]
 
 
-def _params(cases: list[Case]) -> list:
-    return [pytest.param(c, id=c.name, marks=c.marks) for c in cases]
+def _params(cases: list[Case], stage: str) -> list:
+    return [pytest.param(c, id=c.name, marks=[pytest.mark.xfail(strict=True, reason=c.bugs[stage])] if stage in c.bugs
+                         else []) for c in cases]
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
@@ -278,13 +287,14 @@ def deadline(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-_TQDM = re.compile(r"\d+/\d+ \[|\?(it|img|caption)/s\]")
+_TQDM = re.compile(r"\| *\d+/\d+ \[")
 
 
 def error_lines(stderr: str) -> list[str]:
-    """The non-empty stderr lines, less progress-bar redraws (tqdm writes them to stderr)."""
-    parts = re.split(r"[\r\n]", stderr)
-    return [p.strip() for p in parts if p.strip() and not _TQDM.search(p)]
+    """The non-empty stderr lines as a terminal shows them (the last carriage-return segment of each), less
+    progress bars (tqdm writes them to stderr). A bar with an error glued to it is kept: it is a bug."""
+    shown = [line.split("\r")[-1].strip() for line in stderr.split("\n")]
+    return [s for s in shown if s and not (_TQDM.search(s) and "error:" not in s)]
 
 
 def assert_one_error_line(code: int, stderr: str, names: tuple[str, ...]) -> str:
@@ -304,11 +314,6 @@ def warnings_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
 def assert_warned(messages: list[str], names: tuple[str, ...]) -> None:
     for name in names:
         assert any(name in m for m in messages), f"no warning names {name!r}: {messages}"
-
-
-@pytest.fixture(autouse=True)
-def _no_progress_bars(monkeypatch):
-    monkeypatch.setenv("TQDM_DISABLE", "1")
 
 
 @pytest.fixture(scope="module")
@@ -355,7 +360,7 @@ def _meta_file(root: Path) -> Path:
 
 # --------------------------------------------------------------------------- the table-driven suite
 
-@pytest.mark.parametrize("case", _params(CASES))
+@pytest.mark.parametrize("case", _params(CASES, "check"))
 def test_check_data(case: Case, tiny_root, tmp_path, capsys):
     root, names = broken_copy(tiny_root, tmp_path, case)
     expected = case.check.format(names)
@@ -374,12 +379,12 @@ def test_check_data(case: Case, tiny_root, tmp_path, capsys):
     assert_warned(warnings, expected.warns)
 
 
-@pytest.mark.parametrize("case", _params(CASES))
+@pytest.mark.parametrize("case", _params(CASES, "train"))
 def test_train(case: Case, tiny_root, shared, tmp_path, capsys, caplog):
     root, names = broken_copy(tiny_root, tmp_path, case)
     expected = case.train.format(names)
     code = run_train(write_config(root, tmp_path, shared))
-    out, err = capsys.readouterr()
+    err = capsys.readouterr().err
     if expected.error is None:
         assert code == 0, err[-3000:]
         assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 2
@@ -390,11 +395,11 @@ def test_train(case: Case, tiny_root, shared, tmp_path, capsys, caplog):
     assert_warned(warnings_logged(caplog), expected.warns)
 
 
-@pytest.mark.parametrize("case", _params([c for c in CASES if c.skipped]))
+@pytest.mark.parametrize("case", _params([c for c in CASES if c.skipped], "skip"))
 def test_train_skipping_bad_samples(case: Case, tiny_root, shared, tmp_path, capsys, caplog):
     root, names = broken_copy(tiny_root, tmp_path, case)
     code = run_train(write_config(root, tmp_path, shared, skip_bad_samples=True))
-    out, err = capsys.readouterr()
+    err = capsys.readouterr().err
     assert code == 0, err[-3000:]
     run = tmp_path / "run"
     assert json.loads((run / "summary.json").read_text())["steps"] == 2
@@ -405,7 +410,7 @@ def test_train_skipping_bad_samples(case: Case, tiny_root, shared, tmp_path, cap
     assert_warned(warnings_logged(caplog), (case.skipped[-1].format(**names),))
 
 
-@pytest.mark.parametrize("case", _params(CASES))
+@pytest.mark.parametrize("case", _params(CASES, "predict"))
 def test_predict(case: Case, exported, tiny_root, tmp_path, capsys, caplog):
     root, names = broken_copy(tiny_root, tmp_path, case)
     expected = case.predict.format(names)
@@ -502,23 +507,25 @@ def test_truncated_weights_in_predict_checkpoint_is_one_line_naming_the_file(exp
 
 
 # accelerate's own notice for launch flags left at their defaults (printed even with --quiet)
-_ACCELERATE_NOTICE = re.compile(r"^(The following values were not passed to `accelerate launch`.*|\t`--\w+` was set to "
+_ACCELERATE_NOTICE = re.compile(r"^(The following values were not passed to `accelerate launch`.*|`--\w+` was set to "
                                 r"a value of .*|To avoid this warning pass in values for each of the problematic .*)$")
 _LOG_LINE = re.compile(r"^(INFO|WARNING) [\w.]+: ")
 
 
-@pytest.mark.parametrize("case", _params([c for c in CASES if c.name in ("zero_byte_png", "image_without_json")]))
+LAUNCHED = [c for c in CASES if c.name in ("zero_byte_png", "image_without_json")]
+
+
+@pytest.mark.parametrize("case", _params(LAUNCHED, "launch"))
 def test_accelerate_launch_prints_one_error_line_and_no_traceback(case: Case, tiny_root, shared, tmp_path):
     root, names = broken_copy(tiny_root, tmp_path, case)
     config = write_config(root, tmp_path, shared)
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--quiet", "--cpu", "--num_processes", "1", str(REPO / "scripts" / "train.py"),
            "--config", str(config), *TRAIN_OVERRIDES]
-    proc = subprocess.run(cmd, env={**script_env(), "TQDM_DISABLE": "1"}, capture_output=True, text=True,
-                          timeout=240, cwd=tmp_path)
+    proc = subprocess.run(cmd, check=False, env=script_env(), capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    lines = error_lines(proc.stderr)
     errors = [line for line in lines if line.startswith("error: ")]
     assert len(errors) == 1, lines  # once: not repeated by the launcher
     assert lines[-1] == errors[0]

@@ -1,8 +1,11 @@
 """``mmseg-predict`` / ``scripts/predict.py``: exported model(s) + image folder -> ``image_name,class,rle`` CSV.
 
     mmseg-predict --checkpoint runs/demo/best --images ROOT/test/DCM [--with-meta --meta ROOT/meta_data.xlsx] \
-        [--tta] [--batch-size N] [--save-overlays DIR] --out submission.csv
-Several ``--checkpoint`` directories make an ensemble (their probabilities are averaged).
+        [--tta] [--tta-scales 1 1.25] [--resolution 2048 --window-overlap 0.5] [--batch-size N] \
+        [--save-overlays DIR] --out submission.csv
+Several ``--checkpoint`` directories (or a run directory holding fold*/best) make an ensemble: their
+probabilities are averaged (``--weights``) and so are their tuned thresholds. Options left out take the
+first model's ``predict.*`` config values.
 """
 from __future__ import annotations
 
@@ -24,6 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     tta = parser.add_mutually_exclusive_group()
     tta.add_argument("--tta", dest="tta", action="store_true", default=None, help="horizontal-flip TTA")
     tta.add_argument("--no-tta", dest="tta", action="store_false", help="no TTA (default: the checkpoint config's)")
+    parser.add_argument("--tta-scales", type=float, nargs="+", default=None, help="multi-scale TTA factors, e.g. 1 1.25")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="square inference resolution; above the training size the image is tiled into "
+                             "training-size windows blended with a Gaussian (default: predict.resolution or the training size)")
+    parser.add_argument("--window-overlap", type=float, default=None, help="window overlap fraction (default 0.5)")
+    parser.add_argument("--weights", type=float, nargs="+", default=None, help="one weight per ensemble member")
+    parser.add_argument("--derived-meta", default=None,
+                        help="CSV of image_id, side, wrist_angle_deg[, bent_wrist]: used instead of the first pass")
     parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: predict.batch_size)")
     parser.add_argument("--save-overlays", default=None, metavar="DIR", help="write colour overlay PNGs here")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
@@ -34,8 +45,10 @@ def _body(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from mmseg_text.engine.prediction import PredictOptions, predict
 
-    options = PredictOptions(with_meta=args.with_meta, meta_file=args.meta, tta_hflip=args.tta,
-                             batch_size=args.batch_size, overlays_dir=args.save_overlays)
+    options = PredictOptions(with_meta=args.with_meta, meta_file=args.meta, derived_meta=args.derived_meta,
+                             tta_hflip=args.tta, tta_scales=args.tta_scales, batch_size=args.batch_size,
+                             resolution=args.resolution, window_overlap=args.window_overlap, weights=args.weights,
+                             overlays_dir=args.save_overlays)
     if args.device:
         options.device = args.device
     print(json.dumps(predict(args.checkpoint, args.images, args.out, options)))

@@ -21,7 +21,7 @@ from mmseg_text.data.cache import cache_dir_error, stat_key
 from mmseg_text.data.layout import ImageRecord, find_images
 from mmseg_text.data.metadata import find_metadata_file, load_metadata, person_meta
 from mmseg_text.data.splits import assign_folds
-from mmseg_text.data.wrist import DERIVED_COLUMNS, derive_metadata
+from mmseg_text.data.wrist import BENT_WRIST_THRESHOLD_DEG, derive_metadata
 from mmseg_text.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -186,9 +186,11 @@ def load_derived_csv(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"data.derived_meta: {path} not found")
     frame = pd.read_csv(path, dtype={"image_id": str})
-    missing = [c for c in DERIVED_COLUMNS if c != "person_id" and c not in frame.columns]
+    missing = [c for c in ("image_id", "side", "wrist_angle_deg") if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: derived metadata lacks column(s) {missing}")
+    if "bent_wrist" not in frame.columns:  # a hand-labelled angle table: the flag follows from the angle
+        frame["bent_wrist"] = frame["wrist_angle_deg"].abs().ge(BENT_WRIST_THRESHOLD_DEG).where(frame["wrist_angle_deg"].notna())
     return frame
 
 

@@ -85,6 +85,24 @@ def load_exported(directory: str | Path, map_location: str | torch.device = "cpu
                          thresholds=thresholds)
 
 
+def find_exported(paths: Sequence[str | Path]) -> list[Path]:
+    """Exported model directories: each path is one (it holds model.safetensors), or a run / k-fold directory
+    whose exported models are found below it (``*/best``, ``fold*/best``, ...), sorted by path."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if (path / "model.safetensors").is_file() or not path.is_dir():
+            found.append(path)  # load_model names what is missing if it is not a model directory
+            continue
+        below = sorted(p.parent for p in path.rglob("model.safetensors") if (p.parent / PREPROCESSING_FILE).is_file())
+        if not below:
+            raise FileNotFoundError(f"{path}: no model.safetensors, and no exported model below it "
+                                    "(give a run's best/ folder, or a run directory holding fold*/best)")
+        found += below
+    if not found:
+        raise ValueError("--checkpoint needs at least one exported model directory")
+    return found
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))

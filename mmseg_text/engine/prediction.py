@@ -1,19 +1,21 @@
-"""Prediction: image files -> batched model inputs -> averaged probability maps -> masks at original size -> CSV.
+"""Prediction: image files -> batched inputs -> ensemble x TTA probability maps -> masks at original size -> CSV.
 
 One path, in stages that a test can call alone:
-  1. ``ImageFiles``: a Dataset decoding each file and applying the *exported* ``Preprocessor`` (the very
-     object the training data went through), batched by a DataLoader (``predict.batch_size``);
-  2. ``Predictor.probabilities``: every member model (an ensemble of one or more exported directories) and
-     every TTA view, averaged, at the model resolution;
+  1. ``ImageFiles``: a Dataset decoding each file through the *exported* ``Preprocessor`` (the object the
+     training data went through), at the inference resolution (``predict.resolution``; default the training
+     size), batched by a DataLoader (``predict.batch_size``);
+  2. ``Predictor.probabilities``: every member (one or more exported directories, or a run directory of folds)
+     and every TTA view (flip, scales), averaged; an input larger than a member's training size is tiled
+     into windows of that size (``engine.forward``);
   3. ``masks_at_original_size`` + RLE rows + overlays.
 Captions: with ``--with-meta`` the person's row of the metadata table; side and wrist angle (catalogues that
-declare hand geometry) from one first pass with the tuned thresholds, computed once per image and shared by
-every member and view. Without ``--with-meta`` captions carry no patient metadata.
+declare hand geometry) from ``--derived-meta`` when it lists the image, else one first pass with the tuned
+thresholds, computed once per image and shared by every member and view.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
@@ -24,12 +26,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from mmseg_text.data.images import read_image
+from mmseg_text.data.index import load_derived_csv
 from mmseg_text.data.layout import person_id_from_dir
 from mmseg_text.data.metadata import load_metadata, person_meta
 from mmseg_text.data.preprocess import Preprocessor
 from mmseg_text.data.transforms import flip_side
 from mmseg_text.data.wrist import UNKNOWN_FACTS, hand_facts_from_masks
-from mmseg_text.engine.export import ExportedModel, load_exported
+from mmseg_text.engine.export import ExportedModel, find_exported, load_exported
+from mmseg_text.engine.forward import WindowOptions, model_probabilities, multiscale
 from mmseg_text.engine.inference import find_image_files
 from mmseg_text.engine.overlays import save_overlay
 from mmseg_text.engine.text_side import TextSide, build_text_side
@@ -40,12 +44,19 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class PredictOptions:
+    """What the command line chose; None means the first member's ``predict.*`` config value."""
+
     with_meta: bool = False
     meta_file: Optional[str] = None  # metadata table; required with with_meta unless the config names one
-    tta_hflip: Optional[bool] = None  # None -> the first member's predict.tta_hflip
-    batch_size: Optional[int] = None  # None -> the first member's predict.batch_size
+    derived_meta: Optional[str] = None  # per-image side / wrist angle CSV (image_id, side, wrist_angle_deg, bent_wrist)
+    tta_hflip: Optional[bool] = None
+    tta_scales: Optional[list[float]] = None
+    batch_size: Optional[int] = None
+    resolution: Optional[int] = None
+    window_overlap: Optional[float] = None
+    weights: Optional[list[float]] = None  # one per member; None = equal
     overlays_dir: Optional[str] = None
-    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
 
 
 class ImageFiles(Dataset):
@@ -72,37 +83,48 @@ def _collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
 class Member:
     exported: ExportedModel
     text: Optional[TextSide]
+    weight: float = 1.0
+
+    @property
+    def window(self) -> int:
+        return self.exported.preprocess.image_size
 
 
 class Predictor:
-    """The members of an ensemble (one or more exported model directories) and what they share."""
+    """The members of an ensemble and what they share: classes, normalisation, resolution, thresholds."""
 
     def __init__(self, checkpoints: Sequence[str | Path], options: PredictOptions):
-        if not checkpoints:
-            raise ValueError("--checkpoint needs at least one exported model directory")
+        directories = find_exported(checkpoints)
         self.options = options
         self.device = torch.device(options.device)
-        self.members = [self._member(load_exported(c)) for c in checkpoints]
+        weights = options.weights or [1.0] * len(directories)
+        if len(weights) != len(directories):
+            raise ValueError(f"--weights has {len(weights)} values for {len(directories)} ensemble members")
+        self.members = [self._member(load_exported(d), w) for d, w in zip(directories, weights)]
         first = self.members[0].exported
-        self.catalogue, self.preprocess, cfg = first.catalogue, first.preprocess, first.cfg
+        self.catalogue, cfg = first.catalogue, first.cfg
         for member in self.members[1:]:
-            other = member.exported
-            if other.catalogue.names != self.catalogue.names:
-                raise ValueError(f"{other.directory}: classes differ from {first.directory}; an ensemble predicts one class list")
-            if other.preprocess != self.preprocess:
-                raise ValueError(f"{other.directory}: preprocessing {other.preprocess} differs from {first.directory} "
-                                 f"({self.preprocess}); ensemble members must share their input size and normalisation")
-        self.thresholds = np.mean([m.exported.thresholds for m in self.members], axis=0)
-        self.tta = cfg.predict.tta_hflip if options.tta_hflip is None else options.tta_hflip
-        self.batch_size = options.batch_size or cfg.predict.batch_size
+            _check_compatible(first, member.exported)
+        resolution = options.resolution or cfg.predict.resolution or first.preprocess.image_size
+        self.preprocess = replace(first.preprocess, image_size=int(resolution))  # the input of every member
+        total = sum(m.weight for m in self.members)
+        self.thresholds = sum(m.weight * m.exported.thresholds for m in self.members) / total
+        pick = lambda value, default: default if value is None else value  # noqa: E731
+        self.tta = pick(options.tta_hflip, cfg.predict.tta_hflip)
+        self.scales = list(pick(options.tta_scales, cfg.predict.tta_scales))
+        self.batch_size = pick(options.batch_size, cfg.predict.batch_size)
+        self.windows = WindowOptions(overlap=pick(options.window_overlap, cfg.predict.window_overlap),
+                                     mode=cfg.predict.window_mode, batch_size=cfg.predict.window_batch_size,
+                                     stitch_on_cpu=cfg.predict.stitch_on_cpu)
         self.meta_table = self._load_meta(cfg) if options.with_meta else None
+        self.derived = _derived_by_image(options.derived_meta)
         self.reads_meta = any(m.text is not None and m.text.mode.uses_meta for m in self.members)
 
-    def _member(self, exported: ExportedModel) -> Member:
+    def _member(self, exported: ExportedModel, weight: float) -> Member:
         model = exported.model.to(self.device).eval()
         if exported.cfg.train.channels_last:
             model.to(memory_format=torch.channels_last)
-        return Member(exported, build_text_side(exported.cfg, exported.catalogue, progress=False))
+        return Member(exported, build_text_side(exported.cfg, exported.catalogue, progress=False), float(weight))
 
     def _load_meta(self, cfg):
         path = self.options.meta_file or cfg.data.meta_file
@@ -129,37 +151,76 @@ class Predictor:
     # ---- probabilities
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor, sides: Sequence[str], metas: Sequence[dict]) -> torch.Tensor:
-        """(B, K, S, S) probabilities at the model size: mean over members and TTA views (a flipped view
-        flips the caption's side too)."""
+        """(B, K, R, R) probabilities at the inference resolution: the weighted mean over members of the mean
+        over TTA views (a flipped view flips the caption's side too; scales resize the input)."""
         images = images.to(self.device)
-        total, views = None, 0
+        total = None
         for member in self.members:
             fmt = torch.channels_last if member.exported.cfg.train.channels_last else torch.contiguous_format
-            variants = [(images, sides, False)]
+            views = [(images, list(sides), False)]
             if self.tta:
-                variants.append((torch.flip(images, dims=[-1]), [flip_side(s) for s in sides], True))
-            for view, view_sides, mirrored in variants:
-                logits = member.exported.model(view.contiguous(memory_format=fmt), self._context(member, view_sides, metas))
-                probs = logits.float().sigmoid()
+                views.append((torch.flip(images, dims=[-1]), [flip_side(s) for s in sides], True))
+            member_sum = None
+            for view, view_sides, mirrored in views:
+                context = self._context(member, view_sides, metas)
+                probs = multiscale(lambda x: model_probabilities(member.exported.model, x, context, window=member.window,
+                                                                 options=self.windows, memory_format=fmt),
+                                   view, self.scales)
                 probs = torch.flip(probs, dims=[-1]) if mirrored else probs
-                total = probs if total is None else total + probs
-                views += 1
-        return total / views
+                member_sum = probs if member_sum is None else member_sum + probs
+            weighted = member.weight * member_sum / len(views)
+            total = weighted if total is None else total + weighted
+        return total / sum(m.weight for m in self.members)
 
-    def image_facts(self, images: torch.Tensor, metas: Sequence[dict]) -> list[dict[str, Any]]:
-        """Side and wrist angle per image, from one first pass with the tuned thresholds, when the
-        captions read them and the catalogue declares hand geometry; else unknown."""
+    def image_facts(self, images: torch.Tensor, paths: Sequence[Path], metas: Sequence[dict]) -> list[dict[str, Any]]:
+        """Side and wrist angle per image when the captions read them and the catalogue declares hand geometry:
+        from ``--derived-meta`` when it lists the image, else from one first pass with the tuned thresholds."""
+        facts = [dict(UNKNOWN_FACTS) for _ in metas]
         if not (self.options.with_meta and self.reads_meta and self.catalogue.hand_geometry is not None):
-            return [dict(UNKNOWN_FACTS) for _ in metas]
-        first = self.probabilities(images, ["unknown"] * len(metas), [{**m, **UNKNOWN_FACTS} for m in metas])
-        masks = (first > torch.as_tensor(self.thresholds, dtype=first.dtype, device=first.device).view(-1, 1, 1)).cpu().numpy()
-        return [hand_facts_from_masks(m, self.catalogue) for m in masks]
+            return facts
+        todo = []
+        for i, path in enumerate(paths):
+            if path.stem in self.derived:
+                facts[i] = dict(self.derived[path.stem])
+            else:
+                todo.append(i)
+        if todo:
+            first = self.probabilities(images[todo], ["unknown"] * len(todo), [{**metas[i], **UNKNOWN_FACTS} for i in todo])
+            cut = torch.as_tensor(self.thresholds, dtype=first.dtype, device=first.device).view(-1, 1, 1)
+            for i, masks in zip(todo, (first > cut).cpu().numpy()):
+                facts[i] = hand_facts_from_masks(masks, self.catalogue)
+        return facts
 
     def masks_at_original_size(self, probs: torch.Tensor, orig_size: tuple[int, int]) -> np.ndarray:
-        """Bilinear upsampling of (K, S, S) probabilities to (H0, W0), per-class thresholds -> bool (K, H0, W0)."""
-        up = F.interpolate(probs.unsqueeze(0), size=orig_size, mode="bilinear", align_corners=False)[0]
+        """Bilinear upsampling of (K, R, R) probabilities to (H0, W0), per-class thresholds -> bool (K, H0, W0)."""
+        up = probs if tuple(probs.shape[-2:]) == tuple(orig_size) else \
+            F.interpolate(probs.unsqueeze(0), size=orig_size, mode="bilinear", align_corners=False)[0]
         thresholds = torch.as_tensor(self.thresholds, dtype=up.dtype, device=up.device).view(-1, 1, 1)
         return (up > thresholds).cpu().numpy()
+
+
+def _check_compatible(first: ExportedModel, other: ExportedModel) -> None:
+    if other.catalogue.names != first.catalogue.names:
+        raise ValueError(f"{other.directory}: classes differ from {first.directory}; an ensemble predicts one class list")
+    a, b = first.preprocess, other.preprocess
+    if (a.mean, a.std, a.clahe) != (b.mean, b.std, b.clahe):
+        raise ValueError(f"{other.directory}: normalisation/CLAHE {b} differ from {first.directory} ({a}); "
+                         "ensemble members read the same input tensor")
+
+
+def _derived_by_image(path: Optional[str]) -> dict[str, dict[str, Any]]:
+    if not path:
+        return {}
+    frame = load_derived_csv(path)
+    out = {}
+    for row in frame.to_dict("records"):
+        angle = row.get("wrist_angle_deg")
+        angle = None if angle is None or angle != angle else float(angle)
+        side = row.get("side") if row.get("side") in ("left", "right") else "unknown"
+        bent = row.get("bent_wrist")
+        bent = None if bent is None or bent != bent else bool(bent)
+        out[str(row["image_id"])] = {"side": side, "wrist_angle_deg": angle, "bent_wrist": bent}
+    return out
 
 
 def predict(checkpoints: str | Path | Sequence[str | Path], images: str | Path, out_csv: str | Path,
@@ -180,7 +241,7 @@ def predict(checkpoints: str | Path | Sequence[str | Path], images: str | Path, 
         for batch in loader:
             paths = [files[i] for i in batch["index"]]
             metas = [predictor.person_facts(p) for p in paths]
-            facts = predictor.image_facts(batch["image"], metas)
+            facts = predictor.image_facts(batch["image"], paths, metas)
             metas = [{**m, "wrist_angle_deg": f["wrist_angle_deg"], "bent_wrist": f["bent_wrist"]} for m, f in zip(metas, facts)]
             probs = predictor.probabilities(batch["image"], [f["side"] for f in facts], metas)
             for path, p, size in zip(paths, probs, batch["orig_size"]):
@@ -196,5 +257,6 @@ def predict(checkpoints: str | Path | Sequence[str | Path], images: str | Path, 
     for member in predictor.members:
         if member.text is not None:
             member.text.save()  # captions encoded on demand, for the next run
-    return {"images": len(files), "rows": count, "checkpoints": [str(c) for c in checkpoints],
-            "tta_hflip": predictor.tta, "with_meta": options.with_meta, "csv": str(out_csv)}
+    return {"images": len(files), "rows": count, "members": [str(m.exported.directory) for m in predictor.members],
+            "resolution": predictor.preprocess.image_size, "tta_hflip": predictor.tta, "tta_scales": predictor.scales,
+            "with_meta": options.with_meta, "csv": str(out_csv)}

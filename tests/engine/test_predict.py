@@ -58,7 +58,7 @@ def test_predict_writes_29_rows_per_image_that_decode_to_the_thresholded_masks(c
     image = read_image(path)
     batch = ImageFiles([path], predictor.preprocess)[0]["image"][None]
     metas = [predictor.person_facts(path)]
-    facts = predictor.image_facts(batch, metas)
+    facts = predictor.image_facts(batch, [path], metas)
     metas = [{**metas[0], "wrist_angle_deg": facts[0]["wrist_angle_deg"], "bent_wrist": facts[0]["bent_wrist"]}]
     probs = predictor.probabilities(batch, [facts[0]["side"]], metas)[0]
     masks = predictor.masks_at_original_size(probs, image.shape[:2])
@@ -200,3 +200,37 @@ def test_an_ensemble_is_the_mean_of_its_members_and_one_listed_twice_is_itself(c
     pair.members = [single.members[0], other.members[0]]
     torch.testing.assert_close(pair.probabilities(images, sides, metas),
                                0.5 * (p1 + other.probabilities(images, sides, metas)))
+
+
+def test_windows_at_a_higher_resolution_and_a_run_directory_as_an_ensemble(checkpoint, tiny_root, tmp_path):
+    import shutil
+
+    runs = tmp_path / "kfold"
+    for fold in range(2):  # a k-fold run directory: fold*/best, found below the given path
+        shutil.copytree(checkpoint, runs / f"fold{fold}" / "best")
+    out = tmp_path / "windows.csv"
+    assert predict_cli.main(["--checkpoint", str(runs), "--images", str(tiny_root / "test" / "DCM"), "--resolution", "128",
+                             "--window-overlap", "0.5", "--tta", "--out", str(out)]) == 0
+    predictor = Predictor([runs], PredictOptions(resolution=128))
+    assert len(predictor.members) == 2 and predictor.preprocess.image_size == 128
+    files = sorted((tiny_root / "test" / "DCM").rglob("*.png"))
+    batch = ImageFiles(files[:2], predictor.preprocess)
+    images = torch.stack([batch[i]["image"] for i in range(2)])
+    probs = predictor.probabilities(images, ["unknown"] * 2, [{}, {}])
+    assert probs.shape == (2, 29, 128, 128) and torch.isfinite(probs).all()
+    assert len(read_submission(out)) == 29 * len(files)
+
+
+def test_derived_meta_replaces_the_first_pass(checkpoint, tiny_root, tmp_path, monkeypatch):
+    files = sorted((tiny_root / "test" / "DCM").rglob("*.png"))
+    table = tmp_path / "angles.csv"
+    pd.DataFrame({"image_id": [files[0].stem], "side": ["left"], "wrist_angle_deg": [42.0]}).to_csv(table, index=False)
+    predictor = Predictor([checkpoint], PredictOptions(with_meta=True, meta_file=str(tiny_root / "meta_data.xlsx"),
+                                                      derived_meta=str(table)))
+    calls = []
+    real = predictor.probabilities
+    monkeypatch.setattr(predictor, "probabilities", lambda *a: (calls.append(a[0].shape[0]), real(*a))[1])
+    images = torch.stack([ImageFiles(files[:2], predictor.preprocess)[i]["image"] for i in range(2)])
+    facts = predictor.image_facts(images, files[:2], [{}, {}])
+    assert facts[0] == {"side": "left", "wrist_angle_deg": 42.0, "bent_wrist": True}
+    assert calls == [1]  # one first pass, for the image the table does not list
