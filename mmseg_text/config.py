@@ -92,8 +92,11 @@ class TrainConfig:
     grad_clip: float = 1.0  # max grad norm; 0 disables
     seed: int = 0
     mixed_precision: Optional[str] = None  # no | fp16 | bf16 ; null = from accelerate config / launch flag
+    loss: str = "bce_dice"  # bce_dice | dice_focal (MONAI)
     bce_weight: float = 1.0
     dice_weight: float = 1.0
+    focal_weight: float = 1.0  # with loss=dice_focal
+    ema_decay: float = 0.0  # > 0: EMA of the weights (timm ModelEmaV3, with warm-up), validated and exported as best/
     eval_every: int = 0  # optimizer steps between validations; 0 = once per epoch
     checkpoint_every: int = 0  # optimizer steps between save_state; 0 = at the end only
     keep_checkpoints: int = 2  # rolling save_state directories kept
@@ -225,6 +228,9 @@ def validate(cfg: Config, *, explicit: Sequence[str] = ()) -> None:
         raise ConfigError("text.shuffle pairs images with other images' metadata captions: it needs text.mode=meta or meta+classes")
     if not 0 <= cfg.data.fold < cfg.data.num_folds:
         raise ConfigError(f"config key 'data.fold' must be in [0, {cfg.data.num_folds}), got {cfg.data.fold}")
+    _check_choice("train.loss", cfg.train.loss, ("bce_dice", "dice_focal"))
+    if not 0.0 <= cfg.train.ema_decay < 1.0:
+        raise ConfigError(f"config key 'train.ema_decay' must be in [0, 1), got {cfg.train.ema_decay}")
     _check_choice("predict.window_mode", cfg.predict.window_mode, ("gaussian", "constant"))
     if not 0.0 <= cfg.predict.window_overlap < 1.0:
         raise ConfigError(f"config key 'predict.window_overlap' must be in [0, 1), got {cfg.predict.window_overlap}")

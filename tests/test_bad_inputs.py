@@ -21,7 +21,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -221,24 +221,17 @@ class Case:
     train: Outcome
     predict: Outcome
     skipped: tuple[str, ...] = ()  # with data.skip_bad_samples=true: training runs and skipped_samples.tsv names these
-    bugs: dict[str, str] = field(default_factory=dict)  # stage -> a known library bug (the test is a strict xfail)
 
 
 AGE_TYPO = "ID 1, column 'age' (나이): value '3O' is not a clean number"
 HEIGHT_TYPO = "ID 2, column 'height' (키(신장)): value '1.60m' has the unit 'm'"
 
-# engine/prediction.py:predict: the rows() generator's tqdm bar is not closed when an image fails to decode, so
-# stderr reads "\rpredict:   0%|...| 0/4 [00:00<?, ?img/s]error: <file>: ...\n\rpredict:   0%|...|\n": the error
-# line is glued to the bar and the bar is redrawn after it (the last line is not the error).
-PREDICT_BAR_BUG = ("engine/prediction.py:predict leaves the progress bar open on a decode error: the error line is "
-                   "printed after the bar's text and the bar is redrawn below it")
-
 CASES = [
     Case("intact", intact, OK, OK, OK),
     Case("zero_byte_png", zero_byte_png, fails("{train_png}", "{test_png}"), fails("{train_png}"), fails("{test_png}"),
-         skipped=("{train_png}",), bugs={"predict": PREDICT_BAR_BUG}),
+         skipped=("{train_png}",)),
     Case("truncated_png", truncated_png, fails("{train_png}", "{test_png}"), fails("{train_png}"), fails("{test_png}"),
-         skipped=("{train_png}",), bugs={"predict": PREDICT_BAR_BUG}),
+         skipped=("{train_png}",)),
     Case("image_without_json", image_without_json, fails("{train_png}"), fails("{train_png}"), OK,
          skipped=("{train_png}",)),
     Case("json_without_image", json_without_image, warns("{train_json}"), OK, OK),
@@ -262,8 +255,7 @@ CASES = [
 
 
 def _params(cases: list[Case], stage: str) -> list:
-    return [pytest.param(c, id=c.name, marks=[pytest.mark.xfail(strict=True, reason=c.bugs[stage])] if stage in c.bugs
-                         else []) for c in cases]
+    return [pytest.param(c, id=c.name) for c in cases]
 
 
 # --------------------------------------------------------------------------- fixtures and helpers

@@ -113,8 +113,8 @@ def _checked(records: list[ImageRecord], catalogue: ClassCatalogue, data_cfg: An
             continue
         try:
             size = read_image_size(record.image_path)
-        except ImageReadError as err:
-            report.add("error", "unreadable_image", record.image_path, str(err))
+        except ImageReadError as err:  # its message starts with the path, which the report adds again
+            report.add("error", "unreadable_image", record.image_path, str(err).split(": ", 1)[-1])
             continue
         check_annotation(record.json_path, catalogue.names, size, True, report)
     owner = {str(p): r for r in records for p in (r.image_path, r.json_path) if p is not None}

@@ -1,4 +1,4 @@
-"""BCE + soft Dice for multi-label masks.
+"""Losses for multi-label masks, chosen by ``train.loss``: BCE + soft Dice, or soft Dice + focal (MONAI).
 
 The Dice term is computed per image and per class, then averaged (MONAI ``batch=False``), so the
 loss is a mean over samples: averaging it over DDP ranks equals the single-process loss of the
@@ -7,8 +7,10 @@ same global batch, and it optimises the quantity the competition scores (per-ima
 from __future__ import annotations
 
 import torch
-from monai.losses import DiceLoss
+from monai.losses import DiceFocalLoss, DiceLoss
 from torch import nn
+
+LOSSES = ("bce_dice", "dice_focal")
 
 
 class BCEDiceLoss(nn.Module):
@@ -29,3 +31,21 @@ class BCEDiceLoss(nn.Module):
         if self.dice_weight:
             loss = loss + self.dice_weight * self.dice(logits, targets)
         return loss
+
+
+class DiceFocalLossFP32(nn.Module):
+    """MONAI's ``DiceFocalLoss`` (sigmoid, per-image Dice, focal gamma 2) computed in fp32."""
+
+    def __init__(self, dice_weight: float = 1.0, focal_weight: float = 1.0):
+        super().__init__()
+        self.loss = DiceFocalLoss(sigmoid=True, batch=False, smooth_nr=1e-4, smooth_dr=1e-4, gamma=2.0,
+                                  lambda_dice=dice_weight, lambda_focal=focal_weight)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.loss(logits.float(), targets)
+
+
+def build_loss(train_cfg) -> nn.Module:
+    if train_cfg.loss == "dice_focal":
+        return DiceFocalLossFP32(train_cfg.dice_weight, train_cfg.focal_weight)
+    return BCEDiceLoss(train_cfg.bce_weight, train_cfg.dice_weight)

@@ -237,21 +237,21 @@ def predict(checkpoints: str | Path | Sequence[str | Path], images: str | Path, 
     loader = DataLoader(ImageFiles(files, predictor.preprocess), batch_size=predictor.batch_size, collate_fn=_collate)
 
     def rows() -> Iterator[tuple[str, str, str]]:
-        bar = tqdm(total=len(files), desc="predict", unit="img")
-        for batch in loader:
-            paths = [files[i] for i in batch["index"]]
-            metas = [predictor.person_facts(p) for p in paths]
-            facts = predictor.image_facts(batch["image"], paths, metas)
-            metas = [{**m, "wrist_angle_deg": f["wrist_angle_deg"], "bent_wrist": f["bent_wrist"]} for m, f in zip(metas, facts)]
-            probs = predictor.probabilities(batch["image"], [f["side"] for f in facts], metas)
-            for path, p, size in zip(paths, probs, batch["orig_size"]):
-                masks = predictor.masks_at_original_size(p, size)
-                if overlays is not None:
-                    save_overlay(overlays / f"{path.stem}.png", read_image(path), masks)
-                for name, mask in zip(predictor.catalogue.names, masks):
-                    yield path.name, name, rle_encode(mask)
-            bar.update(len(paths))
-        bar.close()
+        with tqdm(total=len(files), desc="predict", unit="img") as bar:  # closed before any error is printed
+            for batch in loader:
+                paths = [files[i] for i in batch["index"]]
+                metas = [predictor.person_facts(p) for p in paths]
+                facts = predictor.image_facts(batch["image"], paths, metas)
+                metas = [{**m, "wrist_angle_deg": f["wrist_angle_deg"], "bent_wrist": f["bent_wrist"]}
+                         for m, f in zip(metas, facts)]
+                probs = predictor.probabilities(batch["image"], [f["side"] for f in facts], metas)
+                for path, p, size in zip(paths, probs, batch["orig_size"]):
+                    masks = predictor.masks_at_original_size(p, size)
+                    if overlays is not None:
+                        save_overlay(overlays / f"{path.stem}.png", read_image(path), masks)
+                    for name, mask in zip(predictor.catalogue.names, masks):
+                        yield path.name, name, rle_encode(mask)
+                bar.update(len(paths))
 
     count = write_submission(out_csv, rows())
     for member in predictor.members:

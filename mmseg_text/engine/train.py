@@ -28,7 +28,7 @@ from mmseg_text.engine.checkpointing import (clean_stale_temporaries, load_lates
                                              save_training_state)
 from mmseg_text.engine.data_setup import RunData, build_run_data
 from mmseg_text.engine.export import export_model
-from mmseg_text.engine.losses import BCEDiceLoss
+from mmseg_text.engine.losses import build_loss
 from mmseg_text.engine.optim import build_optimizer, build_scheduler
 from mmseg_text.engine.validation import EvalResult, validate
 from mmseg_text.io import atomic_write_json, atomic_write_text
@@ -126,7 +126,8 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
         total_steps = min(total_steps, cfg.train.max_steps)
     scheduler = accelerator.prepare(build_scheduler(optimizer, cfg.train, total_steps=total_steps,
                                                     num_processes=accelerator.num_processes))
-    loss_fn = BCEDiceLoss(cfg.train.bce_weight, cfg.train.dice_weight)
+    loss_fn = build_loss(cfg.train)
+    ema = _make_ema(accelerator, model, cfg)
 
     progress = _Progress()
     checkpoint = load_latest_state(accelerator, cfg.output_dir, resume)  # skips damaged ones with a warning
@@ -170,6 +171,8 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
             recent.append(sum(window) / len(window))  # mean over the accumulated micro-batches
             window.clear()
             progress.step += 1
+            if ema is not None:
+                ema.update(accelerator.unwrap_model(model), step=progress.step)
             bar.update(1)
             if progress.step % cfg.train.log_every == 0 or progress.step == total_steps:
                 final_loss = sum(recent) / len(recent)
@@ -177,10 +180,11 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
                 bar.set_postfix(loss=f"{final_loss:.4f}")
                 recent.clear()
             if progress.step % eval_every == 0 or progress.step == total_steps:
-                last_eval = _validate(accelerator, model, val_loader, text, catalogue, cfg, progress)
+                scored = ema.module if ema is not None else model  # with EMA, the averaged weights are the model
+                last_eval = _validate(accelerator, scored, val_loader, text, catalogue, cfg, progress)
                 if last_eval.mean_dice > progress.best_dice:
                     progress.best_dice, progress.best_step = last_eval.mean_dice, progress.step
-                    _export_best(accelerator, model, cfg, catalogue, data, last_eval)
+                    _export_best(accelerator, scored, cfg, catalogue, data, last_eval)
                 model.train()
             if cfg.train.checkpoint_every and progress.step % cfg.train.checkpoint_every == 0:
                 _save_state(accelerator, cfg, progress)
@@ -198,6 +202,18 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
         atomic_write_json(out / "summary.json", summary)
     accelerator.end_training()
     return summary
+
+
+def _make_ema(accelerator: Accelerator, model, cfg: Config):
+    """timm's ModelEmaV3 of the (unwrapped) weights, registered with ``save_state`` so a resume is exact.
+    Each process keeps its own copy; after the gradient all-reduce every copy sees the same updates."""
+    if not cfg.train.ema_decay:
+        return None
+    from timm.utils import ModelEmaV3
+
+    ema = ModelEmaV3(accelerator.unwrap_model(model), decay=cfg.train.ema_decay, use_warmup=True)
+    accelerator.register_for_checkpointing(ema)
+    return ema
 
 
 def _images(batch: dict, cfg: Config) -> torch.Tensor:

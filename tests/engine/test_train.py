@@ -35,7 +35,9 @@ def uninterrupted(tiny_root, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("uninterrupted")
     config = base / "tiny.yaml"
-    config.write_text(yaml.safe_dump(tiny_config_dict(tiny_root, base / "run", base / "cache")))
+    doc = tiny_config_dict(tiny_root, base / "run", base / "cache")
+    doc["train"]["ema_decay"] = 0.9  # the EMA state is saved with save_state: the resumed run must match exactly
+    config.write_text(yaml.safe_dump(doc))
     summary = _train(config, f"output_dir={base / 'run'}")
     return config, base / "run", summary
 
@@ -59,6 +61,7 @@ def test_training_writes_summary_best_checkpoint_and_learns(uninterrupted):
     saved = load_config(run / "config.yaml")  # the resolved config round-trips
     assert saved.train.max_steps == 6 and saved.text.mode == "meta+classes"
     assert [p.name for p in list_checkpoints(run)] == ["step_00000003", "step_00000006"]
+    assert (run / "checkpoints" / "step_00000006" / "custom_checkpoint_0.pkl").is_file()  # the EMA state
 
 
 def test_killed_run_resumed_matches_uninterrupted(uninterrupted, tmp_path):
@@ -101,9 +104,10 @@ def test_two_process_ddp_matches_single_process(tiny_config, tmp_path):
 def test_nan_loss_stops_with_a_clear_message_and_a_saved_state(tiny_config, tmp_path, monkeypatch):
     import torch
 
+    from mmseg_text.engine import losses
     from mmseg_text.engine import train as train_module
 
-    real_forward = train_module.BCEDiceLoss.forward
+    real_forward = losses.BCEDiceLoss.forward
     calls = {"n": 0}
 
     def poisoned(self, logits, targets):
@@ -111,7 +115,7 @@ def test_nan_loss_stops_with_a_clear_message_and_a_saved_state(tiny_config, tmp_
         loss = real_forward(self, logits, targets)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(train_module.BCEDiceLoss, "forward", poisoned)
+    monkeypatch.setattr(losses.BCEDiceLoss, "forward", poisoned)
     cfg = load_config(tiny_config, [f"output_dir={tmp_path / 'nan'}", "train.checkpoint_every=0"])
     with pytest.raises(train_module.TrainingDiverged, match="loss became nan at step 3") as err:
         train_module.train(cfg)
