@@ -12,8 +12,9 @@ folder unless --root is given; every DCM image of train/ and test/, or the first
                         windows  model_probabilities(window=512): sliding windows, overlap 0.5, Gaussian
                         full     model_probabilities(window=2048): one plain forward of the whole image
                         seconds (interleaved in this process), and each case's peak RSS in a fresh subprocess
-                        (ru_maxrss of that process, and its growth over the RSS before the forward);
-                        time ratio windows/full, memory ratio full/windows. --windows-text adds the same for
+                        (VmHWM of that process, and its growth over the RSS before the forward: imports of
+                        torch, timm and MONAI alone hold ~1 GB); time ratio windows/full, memory ratios
+                        full/windows (process peaks, and forward growths). --windows-text adds the same for
                         the text-conditioned model (random caption tokens).
   ensemble_cost         one batch, --with-meta (the first pass for side / wrist angle runs), a 2-member
                         ensemble (the exported directory listed twice) vs one member: seconds of the batch step
@@ -35,21 +36,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo's text tower ships in a
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")  # predict()'s progress bar
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Dict, List, Optional, Sequence  # noqa: E402
+import argparse
+import json
+import math
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
-import torch  # noqa: E402
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
@@ -60,7 +61,7 @@ QUICK = {"ids": 2, "size": 128, "n": 4, "image_size": 128, "batch": 2, "big_size
          "reps": 2, "window_reps": 1, "text": "tiny"}
 
 
-def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(DEMO_CONFIG), help="run config whose model is exported (default the demo's)")
     p.add_argument("--encoder", default=None, help="timm encoder (default: the config's); built with random weights")
@@ -105,14 +106,14 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.sections) - set(SECTIONS))
     if unknown:
         p.error(f"--sections: unknown {unknown}; choose from {list(SECTIONS)}")
-    if args.big_size < args.window:
-        p.error("--big-size must be at least --window")
+    if args.big_size <= args.window:
+        p.error("--big-size must be larger than --window (else both cases are the plain forward)")
     return args
 
 
 # ---- configuration and the exported model
-def bench_config(args: argparse.Namespace, *, text: bool = True, root: Optional[Path] = None,
-                 work: Optional[Path] = None, image_size: Optional[int] = None):
+def bench_config(args: argparse.Namespace, *, text: bool = True, root: Path | None = None,
+                 work: Path | None = None, image_size: int | None = None):
     """The config's model with random encoder weights; the demo or tiny text tower (or none)."""
     from mmseg_text.config import load_config
 
@@ -186,10 +187,10 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved(fns: Dict[str, Callable[[], None]], warmup: int, reps: int, device: str) -> Dict[str, List[float]]:
+def interleaved(fns: dict[str, Callable[[], None]], warmup: int, reps: int, device: str) -> dict[str, list[float]]:
     """Wall seconds per case; the cases alternate, order rotated each round."""
     names = list(fns)
-    seconds: Dict[str, List[float]] = {n: [] for n in names}
+    seconds: dict[str, list[float]] = {n: [] for n in names}
     for i in range(warmup + reps):
         for name in names[i % len(names):] + names[:i % len(names)]:
             sync(device)
@@ -203,10 +204,10 @@ def interleaved(fns: Dict[str, Callable[[], None]], warmup: int, reps: int, devi
 
 def sig(x: float, digits: int = 4) -> float:
     """``x`` rounded to ``digits`` significant digits (ratios of rounded values stay within 1e-3)."""
-    return 0.0 if x == 0 else round(x, digits - 1 - int(math.floor(math.log10(abs(x)))))
+    return 0.0 if x == 0 else round(x, digits - 1 - math.floor(math.log10(abs(x))))
 
 
-def paired(seconds: Dict[str, List[float]], numerator: str, denominator: str) -> Dict[str, float]:
+def paired(seconds: dict[str, list[float]], numerator: str, denominator: str) -> dict[str, float]:
     med = statistics.median
     return {"ratio_of_medians": sig(med(seconds[numerator]) / med(seconds[denominator])),
             "median_paired_ratio": sig(med([a / b for a, b in zip(seconds[numerator], seconds[denominator])]))}
@@ -214,8 +215,8 @@ def paired(seconds: Dict[str, List[float]], numerator: str, denominator: str) ->
 
 # ---- 1. batched vs per image
 def batched_vs_per_image(args: argparse.Namespace, exported: Path, folder: Path, files: Sequence[Path],
-                         work: Path) -> Dict[str, Any]:
-    from mmseg_text.engine.prediction import ImageFiles, PredictOptions, Predictor, _collate, predict
+                         work: Path) -> dict[str, Any]:
+    from mmseg_text.engine.prediction import ImageFiles, PredictOptions, Predictor, collate_images, predict
 
     def options(batch: int) -> PredictOptions:
         return PredictOptions(batch_size=batch, tta_hflip=False, tta_scales=[1.0], device=args.device)
@@ -229,13 +230,13 @@ def batched_vs_per_image(args: argparse.Namespace, exported: Path, folder: Path,
     def batches(size: int) -> list[tuple[torch.Tensor, list[str], list[dict]]]:
         out = []
         for i in range(0, len(samples), size):
-            batch = _collate(samples[i:i + size])
+            batch = collate_images(samples[i:i + size])
             paths = [files[j] for j in batch["index"]]
             metas = [predictor.person_facts(p) for p in paths]  # as predict() builds them (no --with-meta)
-            facts = predictor.image_facts(batch["image"], paths, metas)
+            facts = predictor.image_facts(batch["pixels"], paths, metas)
             metas = [{**m, "wrist_angle_deg": f["wrist_angle_deg"], "bent_wrist": f["bent_wrist"]}
                      for m, f in zip(metas, facts)]
-            out.append((batch["image"], [f["side"] for f in facts], metas))
+            out.append((batch["pixels"], [f["side"] for f in facts], metas))
         return out
 
     def run_probabilities(chunks) -> Callable[[], None]:
@@ -254,7 +255,7 @@ def batched_vs_per_image(args: argparse.Namespace, exported: Path, folder: Path,
                          args.warmup, args.reps, args.device)
     n = len(files)
 
-    def rates(seconds: Dict[str, List[float]]) -> Dict[str, Any]:
+    def rates(seconds: dict[str, list[float]]) -> dict[str, Any]:
         med = {k: statistics.median(v) for k, v in seconds.items()}
         return {"median_s": {k: sig(v) for k, v in med.items()},
                 "images_per_s": {k: sig(n / v) for k, v in med.items()},
@@ -284,8 +285,8 @@ def windows_per_side(size: int, window: int, overlap: float) -> int:
     return math.ceil((size - window) / interval) + 1
 
 
-def window_case(args: argparse.Namespace, text: bool) -> tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor]]:
-    """(windows, full) closures over one model built for --window px and one --big-size image."""
+def window_case(args: argparse.Namespace, text: bool):
+    """(windows, full, model): closures over one model built for --window px and one --big-size image."""
     from mmseg_text.catalogue import load_catalogue
     from mmseg_text.engine.forward import WindowOptions, model_probabilities
     from mmseg_text.models import TextContext, build_model
@@ -316,7 +317,7 @@ def window_case(args: argparse.Namespace, text: bool) -> tuple[Callable[[], torc
     def full() -> torch.Tensor:  # window = the image size: the plain forward
         return model_probabilities(model, image, context, window=args.big_size, options=options, memory_format=fmt)
 
-    return windows, full
+    return windows, full, model
 
 
 def _status_kb(field: str) -> int:
@@ -327,13 +328,18 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def worker(args: argparse.Namespace) -> Dict[str, float]:
+def worker(args: argparse.Namespace) -> dict[str, float]:
     """One case, once, in this fresh process: seconds, peak RSS, and its growth over the RSS before it."""
-    windows, full = window_case(args, text=args.worker.endswith("_text"))
+    windows, full, _ = window_case(args, text=args.worker.endswith("_text"))
     fn = windows if args.worker.startswith("windows") else full
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    before = _status_kb("VmRSS")
+    before, process_peak = _status_kb("VmRSS"), _status_kb("VmHWM")  # imports and the model build so far
+    try:  # reset the high-water mark to the current RSS (Linux >= 4.0): the growth below is the forward's own
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        pass
     sync(args.device)
     start = time.perf_counter()
     out = fn()
@@ -341,15 +347,17 @@ def worker(args: argparse.Namespace) -> Dict[str, float]:
     seconds = time.perf_counter() - start
     shape = list(out.shape)
     del out
-    result = {"seconds": seconds, "rss_before_mb": before / 1024,
-              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # kB on Linux
-              "peak_rss_delta_mb": (_status_kb("VmHWM") - before) / 1024, "output_shape": shape}
+    # VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's RSS when it was forked (Linux carries
+    # the pre-exec high-water mark into the rusage), so it would report this script's parent, not the case.
+    peak = _status_kb("VmHWM")
+    result = {"seconds": seconds, "rss_before_mb": before / 1024, "peak_rss_mb": max(peak, process_peak) / 1024,
+              "peak_rss_delta_mb": (peak - before) / 1024, "output_shape": shape}
     if args.device.startswith("cuda"):
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
 
 
-def run_worker(args: argparse.Namespace, mode: str) -> Dict[str, Any]:
+def run_worker(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode, "--config", args.config, "--text", args.text,
            "--big-size", str(args.big_size), "--window", str(args.window), "--overlap", str(args.overlap),
            "--window-mode", args.window_mode, "--threads", str(args.threads), "--allocator", args.allocator,
@@ -357,26 +365,32 @@ def run_worker(args: argparse.Namespace, mode: str) -> Dict[str, Any]:
     for flag, value in (("--encoder", args.encoder), ("--window-batch", args.window_batch), ("--text-dim", args.text_dim)):
         if value is not None:
             cmd += [flag, str(value)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {mode} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def windows_vs_full(args: argparse.Namespace) -> Dict[str, Any]:
+def windows_vs_full(args: argparse.Namespace) -> dict[str, Any]:
     per_side = windows_per_side(args.big_size, args.window, args.overlap)
-    result: Dict[str, Any] = {"image_size": args.big_size, "window": args.window, "overlap": args.overlap,
+    result: dict[str, Any] = {"image_size": args.big_size, "window": args.window, "overlap": args.overlap,
                               "mode": args.window_mode, "window_batch": args.window_batch or _window_batch_default(),
                               "windows_per_image": per_side ** 2,
                               "pixels_ratio_windows_over_full": sig(per_side ** 2 * args.window ** 2 / args.big_size ** 2)}
     for text in ([False, True] if args.windows_text else [False]):
-        windows, full = window_case(args, text)
+        windows, full, model = window_case(args, text)
+        seen = {"window_inputs": 0}  # images of the window's size through the model (the full case is larger)
+        hook = model.register_forward_hook(
+            lambda _m, inputs, _o, seen=seen: seen.__setitem__("window_inputs", seen["window_inputs"] + inputs[0].shape[0])
+            if tuple(inputs[0].shape[-2:]) == (args.window, args.window) else None)
         seconds = interleaved({"windows": windows, "full": full}, args.warmup, args.window_reps, args.device)
-        del windows, full
+        hook.remove()
+        del windows, full, model
         suffix = "_text" if text else ""
         mem = {case: run_worker(args, case + suffix) for case in ("windows", "full")}
         med = {k: statistics.median(v) for k, v in seconds.items()}
-        entry = {"median_s": {k: sig(v) for k, v in med.items()},
+        entry = {"windows_run_per_image": seen["window_inputs"] / (args.warmup + args.window_reps),
+                 "median_s": {k: sig(v) for k, v in med.items()},
                  "time_ratio_windows_over_full": paired(seconds, "windows", "full"),
                  "peak_rss_mb": {k: sig(v["peak_rss_mb"]) for k, v in mem.items()},
                  "peak_rss_delta_mb": {k: sig(v["peak_rss_delta_mb"]) for k, v in mem.items()},
@@ -398,9 +412,9 @@ def _window_batch_default() -> int:
 
 
 # ---- 3. ensemble cost with the first pass
-def ensemble_cost(args: argparse.Namespace, exported: Path, root: Path, files: Sequence[Path]) -> Dict[str, Any]:
+def ensemble_cost(args: argparse.Namespace, exported: Path, root: Path, files: Sequence[Path]) -> dict[str, Any]:
     from mmseg_text.data.metadata import find_metadata_file
-    from mmseg_text.engine.prediction import ImageFiles, PredictOptions, Predictor, _collate
+    from mmseg_text.engine.prediction import ImageFiles, PredictOptions, Predictor, collate_images
 
     meta = find_metadata_file(root)
     if meta is None:
@@ -410,16 +424,16 @@ def ensemble_cost(args: argparse.Namespace, exported: Path, root: Path, files: S
     predictors = {"one_member": Predictor([exported], options), "two_members": Predictor([exported, exported], options)}
     first = predictors["one_member"]
     dataset = ImageFiles(files[:args.batch], first.preprocess)
-    batch = _collate([dataset[i] for i in range(len(dataset))])
+    batch = collate_images([dataset[i] for i in range(len(dataset))])
     paths = [files[i] for i in batch["index"]]
 
     def step(predictor: Predictor) -> Callable[[], torch.Tensor]:
         def run() -> torch.Tensor:  # predict()'s body for one batch, up to the probabilities
             metas = [predictor.person_facts(p) for p in paths]
-            facts = predictor.image_facts(batch["image"], paths, metas)
+            facts = predictor.image_facts(batch["pixels"], paths, metas)
             metas = [{**m, "wrist_angle_deg": f["wrist_angle_deg"], "bent_wrist": f["bent_wrist"]}
                      for m, f in zip(metas, facts)]
-            return predictor.probabilities(batch["image"], [f["side"] for f in facts], metas)
+            return predictor.probabilities(batch["pixels"], [f["side"] for f in facts], metas)
         return run
 
     counts = {name: count_passes(p, step(p)) for name, p in predictors.items()}  # also the caption-cache warm-up
@@ -438,7 +452,7 @@ def ensemble_cost(args: argparse.Namespace, exported: Path, root: Path, files: S
                     "per batch = 2 with any number of members"}
 
 
-def count_passes(predictor, run: Callable[[], Any]) -> Dict[str, Any]:
+def count_passes(predictor, run: Callable[[], Any]) -> dict[str, Any]:
     """Run one batch step with Predictor.image_facts / probabilities and every member's forward counted."""
     n_images = 0
     calls = {"image_facts": 0, "probabilities": 0, "first_pass_images": 0}
@@ -475,7 +489,14 @@ def count_passes(predictor, run: Callable[[], Any]) -> Dict[str, Any]:
 
 
 # ---- main
-def main(argv: List[str] | None = None) -> Dict[str, Any]:
+_STARTED = time.perf_counter()
+
+
+def log(message: str) -> None:
+    print(f"[{time.perf_counter() - _STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.allocator == "keep":
@@ -490,9 +511,10 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench_predict_"))
     try:
         root, folder, files = dataset_images(args, work)
+        log("exporting a randomly initialised model")
         exported, width = export_random_model(args, root, work)
         args.text_dim = width
-        result: Dict[str, Any] = {"setup": {
+        result: dict[str, Any] = {"setup": {
             "config": str(args.config), "encoder": bench_config(args).model.encoder, "encoder_weights": "random",
             "text": "MiniLM (config text.hf_path)" if args.text == "demo" else "open_clip tiny-clip, random",
             "text_dim": width, "images": len(files), "quick": args.quick, "device": args.device,
@@ -500,11 +522,15 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
             "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
             "allocator": args.allocator, "warmup": args.warmup, "reps": args.reps, "window_reps": args.window_reps}}
         if "batched" in args.sections:
+            log("batched_vs_per_image")
             result["batched_vs_per_image"] = batched_vs_per_image(args, exported, folder, files, work)
         if "windows" in args.sections:
+            log("windows_vs_full")
             result["windows_vs_full"] = windows_vs_full(args)
         if "ensemble" in args.sections:
+            log("ensemble_cost")
             result["ensemble_cost"] = ensemble_cost(args, exported, root, files)
+        log("done")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result, indent=2))

@@ -10,7 +10,6 @@ from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.inferers import sliding_window_inference
 
 from mmseg_text.models.conditioning import TextContext
 
@@ -37,6 +36,8 @@ def model_probabilities(model: torch.nn.Module, images: torch.Tensor, context: O
         return forward(images, context)
     if options.mode not in WINDOW_MODES:
         raise ValueError(f"predict.window_mode must be one of {list(WINDOW_MODES)}, got {options.mode!r}")
+    from monai.inferers import sliding_window_inference  # ~10 s to import: only when windows are needed
+
     outputs = []
     for b in range(images.shape[0]):  # one image at a time: every window of it reads its own caption
         ctx = None if context is None else _one(context, b)

@@ -14,6 +14,7 @@ thresholds, computed once per image and shared by every member and view.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -60,7 +61,8 @@ class PredictOptions:
 
 
 class ImageFiles(Dataset):
-    """Decoded image files as model inputs (the exported preprocessing) plus what post-processing needs."""
+    """Decoded image files resized to the inference resolution (the exported ``Preprocessor.resize``), as uint8
+    pixels: each ensemble member then applies its own enhancement and normalisation (``Predictor.inputs``)."""
 
     def __init__(self, files: Sequence[Path], preprocess: Preprocessor):
         self.files = list(files)
@@ -71,11 +73,12 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image = read_image(self.files[index])
-        return {"image": self.preprocess(image), "index": index, "orig_size": tuple(image.shape[:2])}
+        return {"pixels": torch.from_numpy(np.ascontiguousarray(self.preprocess.resize(image))), "index": index,
+                "orig_size": tuple(image.shape[:2])}
 
 
-def _collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    return {"image": torch.stack([b["image"] for b in batch]), "index": [b["index"] for b in batch],
+def collate_images(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {"pixels": torch.stack([b["pixels"] for b in batch]), "index": [b["index"] for b in batch],
             "orig_size": [b["orig_size"] for b in batch]}
 
 
@@ -106,9 +109,10 @@ class Predictor:
         for member in self.members[1:]:
             _check_compatible(first, member.exported)
         resolution = options.resolution or cfg.predict.resolution or first.preprocess.image_size
-        self.preprocess = replace(first.preprocess, image_size=int(resolution))  # the input of every member
+        self.preprocess = replace(first.preprocess, image_size=int(resolution))  # the resize every member reads
         total = sum(m.weight for m in self.members)
         self.thresholds = sum(m.weight * m.exported.thresholds for m in self.members) / total
+        self.thresholds = _run_thresholds(checkpoints, self.catalogue.names, default=self.thresholds)
         pick = lambda value, default: default if value is None else value  # noqa: E731
         self.tta = pick(options.tta_hflip, cfg.predict.tta_hflip)
         self.scales = list(pick(options.tta_scales, cfg.predict.tta_scales))
@@ -119,6 +123,11 @@ class Predictor:
         self.meta_table = self._load_meta(cfg) if options.with_meta else None
         self.derived = _derived_by_image(options.derived_meta)
         self.reads_meta = any(m.text is not None and m.text.mode.uses_meta for m in self.members)
+
+    def inputs(self, pixels: torch.Tensor, member: Member) -> torch.Tensor:
+        """(B, R, R) uint8 pixels -> (B, C, R, R) input of ``member``: its own CLAHE setting and normalisation."""
+        pre = member.exported.preprocess
+        return torch.stack([pre.to_tensor(pre.enhance(p.numpy())) for p in pixels.cpu()]).to(self.device)
 
     def _member(self, exported: ExportedModel, weight: float) -> Member:
         model = exported.model.to(self.device).eval()
@@ -150,12 +159,12 @@ class Predictor:
 
     # ---- probabilities
     @torch.no_grad()
-    def probabilities(self, images: torch.Tensor, sides: Sequence[str], metas: Sequence[dict]) -> torch.Tensor:
+    def probabilities(self, pixels: torch.Tensor, sides: Sequence[str], metas: Sequence[dict]) -> torch.Tensor:
         """(B, K, R, R) probabilities at the inference resolution: the weighted mean over members of the mean
         over TTA views (a flipped view flips the caption's side too; scales resize the input)."""
-        images = images.to(self.device)
         total = None
         for member in self.members:
+            images = self.inputs(pixels, member)
             fmt = torch.channels_last if member.exported.cfg.train.channels_last else torch.contiguous_format
             views = [(images, list(sides), False)]
             if self.tta:
@@ -172,7 +181,7 @@ class Predictor:
             total = weighted if total is None else total + weighted
         return total / sum(m.weight for m in self.members)
 
-    def image_facts(self, images: torch.Tensor, paths: Sequence[Path], metas: Sequence[dict]) -> list[dict[str, Any]]:
+    def image_facts(self, pixels: torch.Tensor, paths: Sequence[Path], metas: Sequence[dict]) -> list[dict[str, Any]]:
         """Side and wrist angle per image when the captions read them and the catalogue declares hand geometry:
         from ``--derived-meta`` when it lists the image, else from one first pass with the tuned thresholds."""
         facts = [dict(UNKNOWN_FACTS) for _ in metas]
@@ -185,7 +194,7 @@ class Predictor:
             else:
                 todo.append(i)
         if todo:
-            first = self.probabilities(images[todo], ["unknown"] * len(todo), [{**metas[i], **UNKNOWN_FACTS} for i in todo])
+            first = self.probabilities(pixels[todo], ["unknown"] * len(todo), [{**metas[i], **UNKNOWN_FACTS} for i in todo])
             cut = torch.as_tensor(self.thresholds, dtype=first.dtype, device=first.device).view(-1, 1, 1)
             for i, masks in zip(todo, (first > cut).cpu().numpy()):
                 facts[i] = hand_facts_from_masks(masks, self.catalogue)
@@ -202,10 +211,23 @@ class Predictor:
 def _check_compatible(first: ExportedModel, other: ExportedModel) -> None:
     if other.catalogue.names != first.catalogue.names:
         raise ValueError(f"{other.directory}: classes differ from {first.directory}; an ensemble predicts one class list")
-    a, b = first.preprocess, other.preprocess
-    if (a.mean, a.std, a.clahe) != (b.mean, b.std, b.clahe):
-        raise ValueError(f"{other.directory}: normalisation/CLAHE {b} differ from {first.directory} ({a}); "
-                         "ensemble members read the same input tensor")
+    if other.preprocess.in_chans != first.preprocess.in_chans:
+        raise ValueError(f"{other.directory}: {other.preprocess.in_chans} input channels, {first.directory} has "
+                         f"{first.preprocess.in_chans}")
+
+
+def _run_thresholds(checkpoints: Sequence[str | Path], names: Sequence[str], default: np.ndarray) -> np.ndarray:
+    """Thresholds a run directory provides for its ensemble (``thresholds.json`` beside its folds, e.g. tuned on
+    out-of-fold predictions); else ``default`` (the members' thresholds averaged)."""
+    for path in map(Path, checkpoints):
+        doc_path = path / "thresholds.json"
+        if path.is_dir() and not (path / "model.safetensors").exists() and doc_path.is_file():
+            doc = json.loads(doc_path.read_text(encoding="utf-8"))
+            if list(doc.get("classes", [])) != list(names):
+                raise ValueError(f"{doc_path}: classes differ from the models' catalogue")
+            logger.info("thresholds of the ensemble from %s", doc_path)
+            return np.asarray(doc["thresholds"], dtype=np.float64)
+    return default
 
 
 def _derived_by_image(path: Optional[str]) -> dict[str, dict[str, Any]]:
@@ -234,17 +256,17 @@ def predict(checkpoints: str | Path | Sequence[str | Path], images: str | Path, 
         raise ValueError(f"{images}: image name(s) {clash[:3]} appear more than once; CSV rows would clash")
     predictor = Predictor(checkpoints, options)
     overlays = Path(options.overlays_dir) if options.overlays_dir else None
-    loader = DataLoader(ImageFiles(files, predictor.preprocess), batch_size=predictor.batch_size, collate_fn=_collate)
+    loader = DataLoader(ImageFiles(files, predictor.preprocess), batch_size=predictor.batch_size, collate_fn=collate_images)
 
     def rows() -> Iterator[tuple[str, str, str]]:
         with tqdm(total=len(files), desc="predict", unit="img") as bar:  # closed before any error is printed
             for batch in loader:
                 paths = [files[i] for i in batch["index"]]
                 metas = [predictor.person_facts(p) for p in paths]
-                facts = predictor.image_facts(batch["image"], paths, metas)
+                facts = predictor.image_facts(batch["pixels"], paths, metas)
                 metas = [{**m, "wrist_angle_deg": f["wrist_angle_deg"], "bent_wrist": f["bent_wrist"]}
                          for m, f in zip(metas, facts)]
-                probs = predictor.probabilities(batch["image"], [f["side"] for f in facts], metas)
+                probs = predictor.probabilities(batch["pixels"], [f["side"] for f in facts], metas)
                 for path, p, size in zip(paths, probs, batch["orig_size"]):
                     masks = predictor.masks_at_original_size(p, size)
                     if overlays is not None:

@@ -171,16 +171,20 @@ class _Collect(logging.Handler):
 
 @contextmanager
 def _timm_log() -> Iterator[_Collect]:
-    """Collects timm's log lines (INFO and up: it reports missing keys at INFO) while it builds a model."""
+    """Collects timm's log lines (INFO and up: it reports missing keys at INFO) while it builds a model, and
+    keeps them from the user's log: every line that matters becomes an EncoderWeightsError, the others (the
+    classifier keys features_only drops) are expected."""
     builder, timm_logger, collect = logging.getLogger("timm.models._builder"), logging.getLogger("timm"), _Collect()
-    level = builder.level
+    level, propagate = builder.level, timm_logger.propagate
     if builder.getEffectiveLevel() > logging.INFO:
         builder.setLevel(logging.INFO)
     timm_logger.addHandler(collect)
+    timm_logger.propagate = False
     try:
         yield collect
     finally:
         timm_logger.removeHandler(collect)
+        timm_logger.propagate = propagate
         builder.setLevel(level)
 
 

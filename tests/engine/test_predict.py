@@ -56,7 +56,7 @@ def test_predict_writes_29_rows_per_image_that_decode_to_the_thresholded_masks(c
     predictor = Predictor([checkpoint], PredictOptions(with_meta=True, meta_file=str(tiny_root / "meta_data.xlsx")))
     path = files[0]
     image = read_image(path)
-    batch = ImageFiles([path], predictor.preprocess)[0]["image"][None]
+    batch = ImageFiles([path], predictor.preprocess)[0]["pixels"][None]
     metas = [predictor.person_facts(path)]
     facts = predictor.image_facts(batch, [path], metas)
     metas = [{**metas[0], "wrist_angle_deg": facts[0]["wrist_angle_deg"], "bent_wrist": facts[0]["bent_wrist"]}]
@@ -165,7 +165,7 @@ def test_flip_tta_of_a_flip_equivariant_model_equals_no_tta(checkpoint):
     member = predictor.members[0]
     member.exported.model = _PointwiseModel(predictor.preprocess.in_chans, len(predictor.catalogue)).eval()
     member.exported.cfg.train.channels_last = False
-    images = torch.randn(2, predictor.preprocess.in_chans, 64, 64)
+    images = torch.randint(0, 256, (2, 64, 64), dtype=torch.uint8)
     plain = predictor.probabilities(images, ["left", "right"], [{}, {}])
     predictor.tta = True
     torch.testing.assert_close(predictor.probabilities(images, ["left", "right"], [{}, {}]), plain)
@@ -178,12 +178,12 @@ def test_the_mirrored_view_reads_the_mirrored_side_in_its_caption(checkpoint, mo
     real = text.context
     monkeypatch.setattr(text, "context", lambda captions, n, device: (seen.extend(captions), real(captions, n, device))[1])
     meta = {"age": 40.0, "sex": "female", "weight": 60.0, "height": 165.0, "wrist_angle_deg": 5.0, "bent_wrist": False}
-    predictor.probabilities(torch.zeros(1, predictor.preprocess.in_chans, 64, 64), ["right"], [meta])
+    predictor.probabilities(torch.zeros(1, 64, 64, dtype=torch.uint8), ["right"], [meta])
     assert len(seen) == 2 and "right hand of a 40-year-old woman" in seen[0] and "left hand" in seen[1]
 
 
 def test_an_ensemble_is_the_mean_of_its_members_and_one_listed_twice_is_itself(checkpoint, tiny_root):
-    images = torch.stack([ImageFiles([p], Predictor([checkpoint], PredictOptions()).preprocess)[0]["image"]
+    images = torch.stack([ImageFiles([p], Predictor([checkpoint], PredictOptions()).preprocess)[0]["pixels"]
                           for p in sorted((tiny_root / "test" / "DCM").rglob("*.png"))[:2]])
     single = Predictor([checkpoint], PredictOptions())
     twice = Predictor([checkpoint, checkpoint], PredictOptions())
@@ -215,7 +215,7 @@ def test_windows_at_a_higher_resolution_and_a_run_directory_as_an_ensemble(check
     assert len(predictor.members) == 2 and predictor.preprocess.image_size == 128
     files = sorted((tiny_root / "test" / "DCM").rglob("*.png"))
     batch = ImageFiles(files[:2], predictor.preprocess)
-    images = torch.stack([batch[i]["image"] for i in range(2)])
+    images = torch.stack([batch[i]["pixels"] for i in range(2)])
     probs = predictor.probabilities(images, ["unknown"] * 2, [{}, {}])
     assert probs.shape == (2, 29, 128, 128) and torch.isfinite(probs).all()
     assert len(read_submission(out)) == 29 * len(files)
@@ -230,7 +230,30 @@ def test_derived_meta_replaces_the_first_pass(checkpoint, tiny_root, tmp_path, m
     calls = []
     real = predictor.probabilities
     monkeypatch.setattr(predictor, "probabilities", lambda *a: (calls.append(a[0].shape[0]), real(*a))[1])
-    images = torch.stack([ImageFiles(files[:2], predictor.preprocess)[i]["image"] for i in range(2)])
+    images = torch.stack([ImageFiles(files[:2], predictor.preprocess)[i]["pixels"] for i in range(2)])
     facts = predictor.image_facts(images, files[:2], [{}, {}])
     assert facts[0] == {"side": "left", "wrist_angle_deg": 42.0, "bent_wrist": True}
     assert calls == [1]  # one first pass, for the image the table does not list
+
+
+def test_members_with_other_encoders_normalise_their_own_input_and_a_run_threshold_file_wins(checkpoint, tmp_path):
+    import json
+    import shutil
+
+    from mmseg_text.data.preprocess import Preprocessor
+
+    run = tmp_path / "run"
+    shutil.copytree(checkpoint, run / "a" / "best")
+    shutil.copytree(checkpoint, run / "b" / "best")
+    pre = json.loads((run / "b" / "best" / "preprocessing.json").read_text())
+    pre.update(mean=[0.5] * len(pre["mean"]), std=[0.5] * len(pre["std"]))  # another encoder's statistics
+    (run / "b" / "best" / "preprocessing.json").write_text(json.dumps(pre))
+    names = json.loads((checkpoint / "thresholds.json").read_text())["classes"]
+    (run / "thresholds.json").write_text(json.dumps({"classes": names, "thresholds": [0.3] * len(names)}))
+    predictor = Predictor([run], PredictOptions())
+    pixels = torch.randint(0, 256, (1, 64, 64), dtype=torch.uint8)
+    a, b = (predictor.inputs(pixels, m) for m in predictor.members)
+    expected = Preprocessor.from_dict(pre).to_tensor(pixels[0].numpy())
+    torch.testing.assert_close(b[0], expected)
+    assert not torch.allclose(a, b)
+    np.testing.assert_allclose(predictor.thresholds, 0.3)  # tuned for the ensemble (e.g. out of fold)
