@@ -117,6 +117,7 @@ class PredictConfig:
     window_mode: str = "gaussian"  # blending of overlapping windows: gaussian | constant
     window_batch_size: int = 4  # windows per forward pass
     stitch_on_cpu: bool = False  # assemble full-resolution window outputs on the CPU (short GPU memory)
+    stitch_half: bool = True  # windows and blend maps in float16: half the full-resolution buffers, error ~1e-3
 
 
 @dataclass

@@ -22,6 +22,7 @@ class WindowOptions:
     mode: str = "gaussian"  # blending of overlapping windows: gaussian | constant
     batch_size: int = 4  # windows per forward pass
     stitch_on_cpu: bool = False  # keep the full-resolution output on the CPU (GPU memory is short)
+    stitch_half: bool = True  # windows and blend maps in float16: halves the full-resolution buffers (error ~1e-3)
 
 
 def model_probabilities(model: torch.nn.Module, images: torch.Tensor, context: Optional[TextContext], *,
@@ -38,14 +39,18 @@ def model_probabilities(model: torch.nn.Module, images: torch.Tensor, context: O
         raise ValueError(f"predict.window_mode must be one of {list(WINDOW_MODES)}, got {options.mode!r}")
     from monai.inferers import sliding_window_inference  # ~10 s to import: only when windows are needed
 
+    # MONAI keeps its output, count and blend maps in the input's dtype: a float16 input halves them.
+    stitch_dtype = torch.float16 if options.stitch_half else images.dtype
     outputs = []
     for b in range(images.shape[0]):  # one image at a time: every window of it reads its own caption
         ctx = None if context is None else _one(context, b)
         outputs.append(sliding_window_inference(
-            images[b:b + 1], roi_size=(window, window), sw_batch_size=options.batch_size,
-            predictor=lambda w, ctx=ctx: forward(w, ctx), overlap=options.overlap, mode=options.mode,
-            sw_device=images.device, device=torch.device("cpu") if options.stitch_on_cpu else images.device))
-    return torch.cat(outputs).to(images.device)
+            images[b:b + 1].to(stitch_dtype), roi_size=(window, window), sw_batch_size=options.batch_size,
+            predictor=lambda w, ctx=ctx: forward(w.to(images.dtype), ctx).to(stitch_dtype), overlap=options.overlap,
+            mode=options.mode, sw_device=images.device,
+            device=torch.device("cpu") if options.stitch_on_cpu else images.device))
+    out = outputs[0] if len(outputs) == 1 else torch.cat(outputs)  # no copy of a lone full-resolution map
+    return out.to(device=images.device, dtype=images.dtype)
 
 
 def multiscale(probabilities: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,

@@ -119,7 +119,7 @@ class Predictor:
         self.batch_size = pick(options.batch_size, cfg.predict.batch_size)
         self.windows = WindowOptions(overlap=pick(options.window_overlap, cfg.predict.window_overlap),
                                      mode=cfg.predict.window_mode, batch_size=cfg.predict.window_batch_size,
-                                     stitch_on_cpu=cfg.predict.stitch_on_cpu)
+                                     stitch_on_cpu=cfg.predict.stitch_on_cpu, stitch_half=cfg.predict.stitch_half)
         self.meta_table = self._load_meta(cfg) if options.with_meta else None
         self.derived = _derived_by_image(options.derived_meta)
         self.reads_meta = any(m.text is not None and m.text.mode.uses_meta for m in self.members)

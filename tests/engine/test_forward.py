@@ -31,13 +31,15 @@ def test_windows_of_a_pointwise_model_reproduce_the_full_forward(mode, overlap):
     model = Pointwise().eval()
     images = torch.randn(2, 3, 160, 160)
     full = model(images).sigmoid()
-    tiled = model_probabilities(model, images, None, window=64, options=WindowOptions(overlap=overlap, mode=mode))
-    torch.testing.assert_close(tiled, full, atol=1e-5, rtol=1e-5)
+    exact = WindowOptions(overlap=overlap, mode=mode, stitch_half=False)
+    torch.testing.assert_close(model_probabilities(model, images, None, window=64, options=exact), full, atol=1e-5, rtol=1e-5)
+    half = model_probabilities(model, images, None, window=64, options=WindowOptions(overlap=overlap, mode=mode))
+    assert half.dtype == torch.float32 and (half - full).abs().max() < 2e-3  # float16 windows and blending: half the memory
 
 
 def test_gaussian_blending_of_a_constant_model_is_seamless():
     out = model_probabilities(Constant(), torch.zeros(1, 3, 200, 200), None, window=64,
-                              options=WindowOptions(overlap=0.5, mode="gaussian"))
+                              options=WindowOptions(overlap=0.5, mode="gaussian", stitch_half=False))
     expected = torch.sigmoid(torch.tensor(0.3))
     assert out.shape == (1, 2, 200, 200)
     torch.testing.assert_close(out, torch.full_like(out, expected.item()), atol=1e-6, rtol=0)
@@ -65,9 +67,9 @@ def test_swin_built_for_its_window_predicts_larger_images_and_every_window_reads
     context = TextContext(tokens=torch.randn(2, 5, 8), mask=torch.ones(2, 5, dtype=torch.bool), pooled=torch.randn(2, 8))
     images = torch.randn(1, 3, 128, 128).expand(2, -1, -1, -1).contiguous()  # the same image, two captions
     with torch.no_grad():
-        out = model_probabilities(model, images, context, window=64, options=WindowOptions(overlap=0.5))
+        out = model_probabilities(model, images, context, window=64, options=WindowOptions(overlap=0.5, stitch_half=False))
         second = TextContext(context.tokens[1:], context.mask[1:], context.pooled[1:])
-        alone = model_probabilities(model, images[1:], second, window=64, options=WindowOptions(overlap=0.5))
+        alone = model_probabilities(model, images[1:], second, window=64, options=WindowOptions(overlap=0.5, stitch_half=False))
     assert out.shape == (2, 3, 128, 128) and torch.isfinite(out).all()
     torch.testing.assert_close(out[1:], alone)  # image 1's windows read image 1's caption, in a batch or alone
     assert (torch.logit(out[0].double()) - torch.logit(out[1].double())).abs().max() > 1e-5  # captions differ
