@@ -1,7 +1,7 @@
 """``mmseg-train`` / ``accelerate launch scripts/train.py``: config + overrides -> ``engine.train.train``.
 
 With no ``--config`` it runs ``configs/demo.yaml`` (when the checkout has it) and makes the synthetic
-dataset first when absent.
+dataset first when absent. ``--folds all`` trains every fold (engine/kfold.py).
 """
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ def _body(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="mmseg-train", description=__doc__.splitlines()[0])
     add_config_args(parser, default_config=str(DEMO_CONFIG) if DEMO_CONFIG.is_file() else None)
     parser.add_argument("--resume", default=None, help="'latest' (this output_dir's newest checkpoint) or a checkpoint folder")
+    parser.add_argument("--folds", default=None,
+                        help="'all' or a list like 0,2: train these folds into output_dir/fold<k>/ (resuming fold by "
+                             "fold) and tune thresholds on their out-of-fold predictions (output_dir/thresholds.json)")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     import torch
@@ -32,6 +35,16 @@ def _body(argv: Sequence[str] | None) -> int:
     if not torch.cuda.is_available() and keep_freed_memory():
         logger.info("CPU training: freed memory is kept in the process (glibc mallopt)")
     ensure_demo_data(cfg)
+    if args.folds:
+        from mmseg_text.engine.kfold import train_folds
+
+        if args.resume:
+            raise ValueError("--folds resumes every fold by itself; leave out --resume")
+        folds = None if args.folds == "all" else [int(k) for k in args.folds.split(",")]
+        result = train_folds(cfg, folds)
+        print(f"done: {result['folds_done']} of {cfg.data.num_folds} folds in {cfg.output_dir}; "
+              f"out-of-fold mean Dice {result.get('out_of_fold_mean_dice')}")
+        return 0
     summary = train(cfg, resume=args.resume)
     print(f"done: {summary['steps']} steps, best val mean Dice {summary['best_val_mean_dice']:.4f}, "
           f"summary in {Path(cfg.output_dir) / 'summary.json'}")

@@ -28,6 +28,7 @@ from mmseg_text.engine.checkpointing import (clean_stale_temporaries, load_lates
                                              save_training_state)
 from mmseg_text.engine.data_setup import RunData, build_run_data
 from mmseg_text.engine.export import export_model
+from mmseg_text.engine.kfold import OOF_COUNTS_FILE, save_sweep
 from mmseg_text.engine.losses import build_loss
 from mmseg_text.engine.optim import build_optimizer, build_scheduler
 from mmseg_text.engine.validation import EvalResult, validate
@@ -250,6 +251,8 @@ def _export_best(accelerator: Accelerator, model, cfg: Config, catalogue: ClassC
     if accelerator.is_main_process:
         export_model(Path(cfg.output_dir) / "best", accelerator.unwrap_model(model), cfg, catalogue, data.preprocess,
                      thresholds=result.thresholds, metrics=result.to_dict(catalogue))
+        if result.sweep is not None:  # the best model's validation counts: out-of-fold threshold tuning (kfold.py)
+            save_sweep(Path(cfg.output_dir) / OOF_COUNTS_FILE, result.sweep)
     accelerator.wait_for_everyone()
 
 

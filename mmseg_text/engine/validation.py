@@ -28,6 +28,7 @@ class EvalResult:
     groups: Sequence[str]
     thresholds: list[float] = field(default_factory=list)  # tuned per class (or the default)
     tuned_mean_dice: Optional[float] = None  # with tuned thresholds, on the split they were tuned on
+    sweep: Optional[SweepCounts] = None  # the Dice counts at every candidate threshold (out-of-fold tuning)
 
     @property
     def mean_dice(self) -> float:
@@ -65,6 +66,14 @@ def _bent_flags(batch: dict, device: torch.device) -> torch.Tensor:
     return torch.tensor(flags, device=device)
 
 
+def tuned_thresholds(counts: SweepCounts) -> tuple[list[float], float]:
+    """Per-class thresholds from sweep counts and the mean Dice they give on those same images."""
+    tuned = best_thresholds(counts)
+    per_class_curve = counts.mean_dice()  # (K, T)
+    picked = [per_class_curve[k, int(np.argmin(np.abs(counts.candidates - t)))] for k, t in enumerate(tuned)]
+    return [float(t) for t in tuned], float(np.mean(picked))
+
+
 @torch.no_grad()
 def validate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue, *, text=None,
              thresholds: float | Sequence[float] = DEFAULT_THRESHOLD, tune_thresholds: bool = False,
@@ -92,12 +101,8 @@ def validate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue,
         bent.append(flags.cpu().numpy())
     result = EvalResult(dice=dice, bent_wrist=np.concatenate(bent) if bent else np.zeros(0, int), groups=catalogue.groups)
     if tune_thresholds and sweeps:
-        counts = SweepCounts.concat(sweeps)
-        tuned = best_thresholds(counts)
-        per_class_curve = counts.mean_dice()  # (K, T)
-        picked = [per_class_curve[k, int(np.argmin(np.abs(counts.candidates - t)))] for k, t in enumerate(tuned)]
-        result.thresholds = [float(t) for t in tuned]
-        result.tuned_mean_dice = float(np.mean(picked))
+        result.sweep = SweepCounts.concat(sweeps)
+        result.thresholds, result.tuned_mean_dice = tuned_thresholds(result.sweep)
     else:
         k = len(catalogue)
         result.thresholds = [float(t) for t in np.broadcast_to(np.asarray(thresholds, dtype=float), (k,))]
