@@ -48,6 +48,9 @@ class DataConfig:
     num_workers: int = 2  # DataLoader workers (and cache-building processes)
     skip_bad_samples: bool = False  # skip unreadable samples (they are listed), instead of failing
     clahe: bool = False  # CLAHE on every image (train and inference alike)
+    copy_paste_p: float = 0.0  # probability that a training sample receives a bone from another image (data/copy_paste.py)
+    copy_paste_classes: List[str] = field(default_factory=list)  # bones that may be pasted, by name ...
+    copy_paste_groups: List[str] = field(default_factory=lambda: ["carpal"])  # ... and by catalogue group
     augment: List[Dict[str, Any]] = field(default_factory=_default_augment)  # albumentations, by name
 
 
@@ -230,6 +233,8 @@ def validate(cfg: Config, *, explicit: Sequence[str] = ()) -> None:
     if not 0 <= cfg.data.fold < cfg.data.num_folds:
         raise ConfigError(f"config key 'data.fold' must be in [0, {cfg.data.num_folds}), got {cfg.data.fold}")
     _check_choice("train.loss", cfg.train.loss, ("bce_dice", "dice_focal"))
+    if not 0.0 <= cfg.data.copy_paste_p <= 1.0:
+        raise ConfigError(f"config key 'data.copy_paste_p' must be in [0, 1], got {cfg.data.copy_paste_p}")
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ConfigError(f"config key 'train.ema_decay' must be in [0, 1), got {cfg.train.ema_decay}")
     _check_choice("predict.window_mode", cfg.predict.window_mode, ("gaussian", "constant"))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mmseg_text.data.copy_paste import CopyPaste, paste_bone
 from mmseg_text.data.cache import SAMPLE_ERRORS, build_cache, load_or_build, preprocess_sample
 from mmseg_text.data.index import DatasetError, ImageFacts
 from mmseg_text.data.layout import ImageRecord
@@ -38,7 +39,7 @@ class SegmentationDataset(Dataset):
                  preprocess: Preprocessor, labelled: bool = True, cache_dir: Optional[str | Path] = None,
                  transforms: Optional[Augmenter] = None, caption_fn: Optional[Callable[[dict], str]] = None,
                  augment_seed: Optional[int] = None, skip_bad_samples: bool = False, workers: int = 1,
-                 progress: bool = True, name: str = "dataset"):
+                 progress: bool = True, name: str = "dataset", copy_paste: Optional[CopyPaste] = None):
         if len(records) != len(facts):
             raise ValueError(f"{len(records)} records but {len(facts)} facts")
         self.class_names = tuple(class_names)
@@ -47,6 +48,7 @@ class SegmentationDataset(Dataset):
         self.transforms = transforms
         self.caption_fn = caption_fn
         self.augment_seed = augment_seed
+        self.copy_paste = copy_paste if labelled else None
         self.epoch = 0
         self.name = name
         records, facts = list(records), list(facts)
@@ -82,6 +84,20 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def _paste(self, index: int, image: np.ndarray, masks: np.ndarray, side: str) -> tuple[np.ndarray, np.ndarray]:
+        seed = None if self.augment_seed is None else [self.augment_seed, self.epoch, index, 1]
+        rng = np.random.default_rng(seed)  # seeded like the augmentation: resume and DDP draw the same pastes
+        if rng.random() >= self.copy_paste.p:
+            return image, masks
+        donor = int(rng.integers(len(self) - 1))
+        donor += donor >= index  # any other image
+        donor_image, donor_masks, _ = self.load_arrays(donor)
+        donor_side = self.facts[donor].side
+        mirror = "unknown" not in (side, donor_side) and side != donor_side
+        image, masks, _ = paste_bone(image, masks, donor_image, donor_masks, rng, self.copy_paste.classes,
+                                     mirror_donor=mirror)
+        return image, masks
+
     def load_arrays(self, index: int) -> tuple[np.ndarray, Optional[np.ndarray], tuple[int, int]]:
         """(uint8 image (S,S), bool masks (K,S,S) or None, orig_size) before enhancement/augmentation."""
         record = self.records[index]
@@ -95,8 +111,10 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         record, facts = self.records[index], self.facts[index]
         image, masks, orig_size = self.load_arrays(index)
-        image = self.preprocess.enhance(image)
         side = facts.side
+        if self.copy_paste is not None and len(self) > 1:
+            image, masks = self._paste(index, image, masks, side)
+        image = self.preprocess.enhance(image)
         if self.transforms is not None:
             image, masks, mirrored = self.transforms(image, masks, seed=self._augment_seed(index))
             if mirrored:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from mmseg_text.catalogue import ClassCatalogue
+from mmseg_text.data.copy_paste import CopyPaste
 from mmseg_text.data.dataset import SegmentationDataset
 from mmseg_text.data.index import DataIndex, build_index, cache_dir_of
 from mmseg_text.data.preprocess import Preprocessor
@@ -31,13 +32,13 @@ def build_preprocessor(cfg: Any) -> Preprocessor:
 
 def make_dataset(cfg: Any, index: DataIndex, catalogue: ClassCatalogue, preprocess: Preprocessor, *,
                  name: str, transforms: Optional[Augmenter] = None, caption_fn=None, augment_seed: Optional[int] = None,
-                 progress: bool = True) -> SegmentationDataset:
+                 progress: bool = True, copy_paste: Optional[CopyPaste] = None) -> SegmentationDataset:
     data = cfg.data
     return SegmentationDataset(index.records, index.facts, class_names=catalogue.names, preprocess=preprocess,
                                labelled=index.split == "train", cache_dir=cache_dir_of(data) if data.cache else None,
                                transforms=transforms, caption_fn=caption_fn, augment_seed=augment_seed,
                                skip_bad_samples=data.skip_bad_samples, workers=data.num_workers, progress=progress,
-                               name=name)
+                               name=name, copy_paste=copy_paste)
 
 
 @dataclass
@@ -59,6 +60,7 @@ def build_run_data(cfg: Any, catalogue: ClassCatalogue, *, progress: bool = True
         text.prepare_training(caption_fn, index)
     preprocess = build_preprocessor(cfg)
     train = make_dataset(cfg, train_index, catalogue, preprocess, name="train", transforms=build_train_transforms(cfg.data),
-                         caption_fn=caption_fn, augment_seed=cfg.train.seed, progress=progress)
+                         caption_fn=caption_fn, augment_seed=cfg.train.seed, progress=progress,
+                         copy_paste=CopyPaste.from_config(cfg.data, catalogue.names, catalogue.groups))
     val = make_dataset(cfg, val_index, catalogue, preprocess, name="validation", caption_fn=caption_fn, progress=progress)
     return RunData(index=index, train=train, val=val, preprocess=preprocess, text=text)
