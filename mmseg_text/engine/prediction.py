@@ -113,11 +113,10 @@ class Predictor:
         total = sum(m.weight for m in self.members)
         self.thresholds = sum(m.weight * m.exported.thresholds for m in self.members) / total
         self.thresholds = _run_thresholds(checkpoints, self.catalogue.names, default=self.thresholds)
-        pick = lambda value, default: default if value is None else value  # noqa: E731
-        self.tta = pick(options.tta_hflip, cfg.predict.tta_hflip)
-        self.scales = list(pick(options.tta_scales, cfg.predict.tta_scales))
-        self.batch_size = pick(options.batch_size, cfg.predict.batch_size)
-        self.windows = WindowOptions(overlap=pick(options.window_overlap, cfg.predict.window_overlap),
+        self.tta = _chosen(options.tta_hflip, cfg.predict.tta_hflip)
+        self.scales = list(_chosen(options.tta_scales, cfg.predict.tta_scales))
+        self.batch_size = _chosen(options.batch_size, cfg.predict.batch_size)
+        self.windows = WindowOptions(overlap=_chosen(options.window_overlap, cfg.predict.window_overlap),
                                      mode=cfg.predict.window_mode, batch_size=cfg.predict.window_batch_size,
                                      stitch_on_cpu=cfg.predict.stitch_on_cpu, stitch_half=cfg.predict.stitch_half)
         self.meta_table = self._load_meta(cfg) if options.with_meta else None
@@ -206,6 +205,11 @@ class Predictor:
             F.interpolate(probs.unsqueeze(0), size=orig_size, mode="bilinear", align_corners=False)[0]
         thresholds = torch.as_tensor(self.thresholds, dtype=up.dtype, device=up.device).view(-1, 1, 1)
         return (up > thresholds).cpu().numpy()
+
+
+def _chosen(value: Any, default: Any) -> Any:
+    """A command-line choice, or the model config's value when the option was left out (None)."""
+    return default if value is None else value
 
 
 def _check_compatible(first: ExportedModel, other: ExportedModel) -> None:
