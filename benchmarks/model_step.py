@@ -143,7 +143,7 @@ def summary(times: Dict[str, Dict[str, List[float]]], numerator: str, denominato
             "cpu_time_ratio_of_medians": round(med(cpu[numerator]) / med(cpu[denominator]), 3)}
 
 
-def _status_kb(field: str) -> int:
+def status_kb(field: str) -> int:
     with open("/proc/self/status", encoding="ascii") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -160,7 +160,7 @@ def memory_case(args: argparse.Namespace) -> Dict[str, float]:
     for other in list(fns):  # keep only this case's model alive
         if other != case:
             del fns[other]
-    before = _status_kb("VmRSS")
+    before = status_kb("VmRSS")
     try:  # reset the high-water mark to the current RSS (Linux >= 4.0)
         with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
             f.write("5")
@@ -168,7 +168,7 @@ def memory_case(args: argparse.Namespace) -> Dict[str, float]:
         pass
     fn()
     fn()
-    return {"peak_rss_delta_mb": round((_status_kb("VmHWM") - before) / 1024, 1)}
+    return {"peak_rss_delta_mb": round((status_kb("VmHWM") - before) / 1024, 1)}
 
 
 def measure_memory(args: argparse.Namespace, case: str) -> float:

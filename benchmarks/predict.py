@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from model_step import status_kb  # benchmarks/ is this script's folder, first on sys.path
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
@@ -320,21 +321,13 @@ def window_case(args: argparse.Namespace, text: bool):
     return windows, full, model
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def worker(args: argparse.Namespace) -> dict[str, float]:
     """One case, once, in this fresh process: seconds, peak RSS, and its growth over the RSS before it."""
     windows, full, _ = window_case(args, text=args.worker.endswith("_text"))
     fn = windows if args.worker.startswith("windows") else full
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    before, process_peak = _status_kb("VmRSS"), _status_kb("VmHWM")  # imports and the model build so far
+    before, process_peak = status_kb("VmRSS"), status_kb("VmHWM")  # imports and the model build so far
     try:  # reset the high-water mark to the current RSS (Linux >= 4.0): the growth below is the forward's own
         with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
             f.write("5")
@@ -349,7 +342,7 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
     del out
     # VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's RSS when it was forked (Linux carries
     # the pre-exec high-water mark into the rusage), so it would report this script's parent, not the case.
-    peak = _status_kb("VmHWM")
+    peak = status_kb("VmHWM")
     result = {"seconds": seconds, "rss_before_mb": before / 1024, "peak_rss_mb": max(peak, process_peak) / 1024,
               "peak_rss_delta_mb": (peak - before) / 1024, "output_shape": shape}
     if args.device.startswith("cuda"):
