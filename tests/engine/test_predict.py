@@ -257,3 +257,41 @@ def test_members_with_other_encoders_normalise_their_own_input_and_a_run_thresho
     torch.testing.assert_close(b[0], expected)
     assert not torch.allclose(a, b)
     np.testing.assert_allclose(predictor.thresholds, 0.3)  # tuned for the ensemble (e.g. out of fold)
+
+
+def test_counterfactual_probe_sees_nothing_through_closed_gates_and_changes_through_open_ones(checkpoint, tiny_root):
+    from mmseg_text.engine.probe import META_CHANGES, gate_values, probe
+    from mmseg_text.models import iter_gates
+
+    predictor = Predictor([checkpoint], PredictOptions(with_meta=True, meta_file=str(tiny_root / "meta_data.xlsx")))
+    files = sorted((tiny_root / "test" / "DCM").rglob("*.png"))[:2]
+    pixels = torch.stack([ImageFiles(files, predictor.preprocess)[i]["pixels"] for i in range(2)])
+    metas = [predictor.person_facts(p) for p in files]
+    model = predictor.members[0].exported.model
+    with torch.no_grad():
+        for gate in iter_gates(model):
+            gate.zero_()
+    closed = probe(predictor, pixels, ["left", "right"], metas)
+    assert set(closed["changes"]) == {"side flipped", *META_CHANGES, "class names rolled by one"}
+    assert all(v == 0.0 for v in closed["gates"][str(checkpoint)])
+    assert all(c["mean_abs_change"] == 0.0 and c["dice_vs_unchanged"] == 1.0 for c in closed["changes"].values())
+    with torch.no_grad():
+        for gate in iter_gates(model):
+            gate.fill_(2.0)
+    opened = probe(predictor, pixels, ["left", "right"], metas)
+    assert gate_values(model)[0] == pytest.approx(np.tanh(2.0))
+    assert opened["changes"]["side flipped"]["mean_abs_change"] > 0
+    assert opened["changes"]["age +20 years"]["mean_abs_change"] > 0
+    assert opened["changes"]["class names rolled by one"]["mean_abs_change"] > 0
+
+
+def test_probe_command_writes_every_change_per_class(checkpoint, tiny_root, tmp_path, capsys):
+    from mmseg_text.cli import probe as probe_cli
+
+    out = tmp_path / "probe.json"
+    assert probe_cli.main(["--checkpoint", str(checkpoint), "--images", str(tiny_root / "test" / "DCM"),
+                           "--meta", str(tiny_root / "meta_data.xlsx"), "--n", "2", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert len(doc["images"]) == 2 and len(doc["changes"]) == 7
+    assert all(len(c["per_class_dice"]) == 29 and 0.0 <= c["dice_vs_unchanged"] <= 1.0 for c in doc["changes"].values())
+    assert "sex swapped" in capsys.readouterr().out
