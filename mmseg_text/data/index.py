@@ -201,17 +201,26 @@ def _missing(value: Any) -> bool:
         return False
 
 
+def derived_by_image(derived: Optional[pd.DataFrame]) -> dict[str, dict[str, Any]]:
+    """``{image_id: {side, wrist_angle_deg, bent_wrist}}`` of a derived frame, missing values as unknown/None."""
+    out = {}
+    for row in (derived.to_dict("records") if derived is not None and len(derived) else []):
+        side, angle, bent = row.get("side"), row.get("wrist_angle_deg"), row.get("bent_wrist")
+        out[str(row["image_id"])] = {"side": side if side in SIDES else "unknown",
+                                     "wrist_angle_deg": None if _missing(angle) else float(angle),
+                                     "bent_wrist": None if _missing(bent) else bool(bent)}
+    return out
+
+
 def _facts(records: Sequence[ImageRecord], metadata: Optional[pd.DataFrame],
            derived: Optional[pd.DataFrame]) -> list[ImageFacts]:
     """Per record, once: side and the meta dict (pandas lookups per sample would cost ~1 ms)."""
-    rows = {str(r["image_id"]): r for r in derived.to_dict("records")} if derived is not None and len(derived) else {}
+    rows = derived_by_image(derived)
+    unknown = {"side": "unknown", "wrist_angle_deg": None, "bent_wrist": None}
     facts = []
     for record in records:
-        row = rows.get(record.image_id, {})
-        side = row.get("side")
-        meta = person_meta(metadata, record.person_id)
-        angle, bent = row.get("wrist_angle_deg"), row.get("bent_wrist")
-        meta["wrist_angle_deg"] = None if _missing(angle) else float(angle)
-        meta["bent_wrist"] = None if _missing(bent) else bool(bent)
-        facts.append(ImageFacts(side=side if side in SIDES else "unknown", meta=meta))
+        row = rows.get(record.image_id, unknown)
+        meta = {**person_meta(metadata, record.person_id), "wrist_angle_deg": row["wrist_angle_deg"],
+                "bent_wrist": row["bent_wrist"]}
+        facts.append(ImageFacts(side=row["side"], meta=meta))
     return facts

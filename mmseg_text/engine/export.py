@@ -26,6 +26,7 @@ from mmseg_text.catalogue import ClassCatalogue, load_catalogue
 from mmseg_text.config import Config, config_from_dict
 from mmseg_text.data.preprocess import Preprocessor
 from mmseg_text.models import TextConditionedSegmenter, load_model, save_checkpoint
+from mmseg_text.models.build import read_checkpoint_file
 from mmseg_text.text.templates import load_templates
 
 CLASSES_FILE = "classes.yaml"
@@ -73,11 +74,11 @@ def load_exported(directory: str | Path, map_location: str | torch.device = "cpu
     pre_path = directory / PREPROCESSING_FILE
     if not pre_path.is_file():
         raise FileNotFoundError(f"{directory}: no {PREPROCESSING_FILE}; export the model again with this version")
-    preprocess = Preprocessor.from_dict(_read_json(pre_path))
+    preprocess = Preprocessor.from_dict(read_checkpoint_file(pre_path, json.loads, "the preprocessing"))
     thresholds = np.full(len(catalogue), cfg.predict.threshold)
     th_path = directory / THRESHOLDS_FILE
     if th_path.is_file():
-        doc_th = _read_json(th_path)
+        doc_th = read_checkpoint_file(th_path, json.loads, "the thresholds")
         if list(doc_th.get("classes", catalogue.names)) != list(catalogue.names):
             raise ValueError(f"{th_path}: classes differ from the catalogue {catalogue.source}")
         thresholds = np.asarray(doc_th["thresholds"], dtype=np.float64)
@@ -101,10 +102,3 @@ def find_exported(paths: Sequence[str | Path]) -> list[Path]:
     if not found:
         raise ValueError("--checkpoint needs at least one exported model directory")
     return found
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); the model directory is damaged") from None

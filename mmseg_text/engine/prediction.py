@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from mmseg_text.data.images import read_image
-from mmseg_text.data.index import load_derived_csv
+from mmseg_text.data.index import derived_by_image, load_derived_csv
 from mmseg_text.data.layout import person_id_from_dir
 from mmseg_text.data.metadata import load_metadata, person_meta
 from mmseg_text.data.preprocess import Preprocessor
@@ -120,7 +120,7 @@ class Predictor:
                                      mode=cfg.predict.window_mode, batch_size=cfg.predict.window_batch_size,
                                      stitch_on_cpu=cfg.predict.stitch_on_cpu, stitch_half=cfg.predict.stitch_half)
         self.meta_table = self._load_meta(cfg) if options.with_meta else None
-        self.derived = _derived_by_image(options.derived_meta)
+        self.derived = derived_by_image(load_derived_csv(options.derived_meta)) if options.derived_meta else {}
         self.reads_meta = any(m.text is not None and m.text.mode.uses_meta for m in self.members)
 
     def inputs(self, pixels: torch.Tensor, member: Member) -> torch.Tensor:
@@ -232,21 +232,6 @@ def _run_thresholds(checkpoints: Sequence[str | Path], names: Sequence[str], def
             logger.info("thresholds of the ensemble from %s", doc_path)
             return np.asarray(doc["thresholds"], dtype=np.float64)
     return default
-
-
-def _derived_by_image(path: Optional[str]) -> dict[str, dict[str, Any]]:
-    if not path:
-        return {}
-    frame = load_derived_csv(path)
-    out = {}
-    for row in frame.to_dict("records"):
-        angle = row.get("wrist_angle_deg")
-        angle = None if angle is None or angle != angle else float(angle)
-        side = row.get("side") if row.get("side") in ("left", "right") else "unknown"
-        bent = row.get("bent_wrist")
-        bent = None if bent is None or bent != bent else bool(bent)
-        out[str(row["image_id"])] = {"side": side, "wrist_angle_deg": angle, "bent_wrist": bent}
-    return out
 
 
 def predict(checkpoints: str | Path | Sequence[str | Path], images: str | Path, out_csv: str | Path,

@@ -51,7 +51,8 @@ def _raise_write_failure(err: Exception, directory: Path) -> None:
     raise failure from err
 
 
-def _read_checkpoint_file(path: Path, parse: Callable[[str], Any], kind: str) -> Any:
+def read_checkpoint_file(path: Path, parse: Callable[[str], Any], kind: str) -> Any:
+    """``parse`` of a checkpoint file's text; a damaged file is a CheckpointError naming it."""
     try:
         return parse(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:  # JSONDecodeError is a ValueError
@@ -181,10 +182,10 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu"
         if not path.is_file():
             raise FileNotFoundError(f"{directory}: no {path.name} (a checkpoint directory holds {WEIGHTS_FILE}, "
                                     f"{CONFIG_FILE} and {META_FILE}, written by save_checkpoint)")
-    cfg = _read_checkpoint_file(files["config"], yaml.safe_load, "the YAML")
+    cfg = read_checkpoint_file(files["config"], yaml.safe_load, "the YAML")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
         raise CheckpointError(f"{files['config']}: expected the run config mapping with a 'model' section")
-    meta = _read_checkpoint_file(files["meta"], json.loads, "the JSON")
+    meta = read_checkpoint_file(files["meta"], json.loads, "the JSON")
     lacking = [k for k in ("num_classes", "text_dim", "image_size", "in_chans")
                if not isinstance(meta, dict) or k not in meta]
     if lacking:
