@@ -52,8 +52,10 @@ demo: install
 		--wall-seconds $$(( $$(date +%s) - start ))
 
 benchmarks: install
+	$(PY) -m pip install -q -e ".[dev,bench]"
 	$(PY) benchmarks/data_pipeline.py
 	$(PY) benchmarks/model_step.py
+	$(PY) benchmarks/peer.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

@@ -8,11 +8,14 @@ Makes (or reuses) a small synthetic set with 2048 px sources, then measures samp
   cached           mmseg_text.data.cache: load one .npy (uint8 image + packed masks) and unpack
   dataset_cached   SegmentationDataset.__getitem__ from the cache (Preprocessor: tensors with the default
                    encoder's normalisation; no augmentation)
-plus the cache build time (--workers processes) and its size on disk per image. Timed passes are
+plus the cache build time (--workers processes) and its size on disk per image. With ``--crop C`` every path
+delivers a C² training crop of the --size image (the high-resolution recipe: ``data.cache_size`` + ``data.crop_size``):
+the naive loaders build the whole --size sample and slice it; the cache reads the crop's rows of a memory-mapped
+entry, placed on a foreground pixel (data/crops.py). Timed passes are
 interleaved (naive, cached, naive, ...) so that load from other processes hits both alike; all files
 are read once first so every path runs from the page cache.
 
-    .venv/bin/python benchmarks/data_pipeline.py [--root DIR] [--n 16] [--size 512] [--workers 2]
+    .venv/bin/python benchmarks/data_pipeline.py [--root DIR] [--n 16] [--size 512] [--workers 2] [--crop 256]
 """
 from __future__ import annotations
 
@@ -33,7 +36,8 @@ import numpy as np
 
 from mmseg_text.catalogue import load_catalogue
 from mmseg_text.config import Config, DataConfig
-from mmseg_text.data.cache import build_cache, load_cached
+from mmseg_text.data.cache import build_cache, load_cached, load_window
+from mmseg_text.data.crops import pick_origin
 from mmseg_text.data.dataset import SegmentationDataset
 from mmseg_text.data.index import ImageFacts
 from mmseg_text.data.layout import ImageRecord, find_images
@@ -49,7 +53,8 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default=str(DEFAULT_ROOT), help="synthetic set to reuse (made here when missing)")
     p.add_argument("--n", type=int, default=16, help="training images timed")
-    p.add_argument("--size", type=int, default=512, help="model input size")
+    p.add_argument("--size", type=int, default=512, help="cache (working) size")
+    p.add_argument("--crop", type=int, default=None, help="time crops of this size from the --size cache")
     p.add_argument("--workers", type=int, default=2, help="processes for the synthetic set and the cache build")
     p.add_argument("--reps", type=int, default=3, help="timed passes over the n images, per path")
     p.add_argument("--seed", type=int, default=0)
@@ -127,19 +132,25 @@ def main(argv: List[str] | None = None) -> dict:
         cache_bytes = sum(p.stat().st_size for p in paths)
 
         # the training path: the default encoder's normalisation, samples from the cache built above
-        preprocess = build_preprocessor(Config(data=DataConfig(root=args.root, image_size=args.size, augment=[])))
+        preprocess = build_preprocessor(Config(data=DataConfig(root=args.root, image_size=args.size, augment=[],
+                                                               crop_size=args.crop)))
         ds = SegmentationDataset(records, _facts(Path(args.root), records), class_names=names, preprocess=preprocess,
-                                 cache_dir=cache_dir, workers=0, progress=False, name="benchmark")
+                                 cache_dir=cache_dir, workers=0, progress=False, name="benchmark", crop=args.crop,
+                                 augment_seed=args.seed)
 
         # correctness: the cached masks agree with the naive full-resolution fill
         naive_masks = naive_lean(records[0], names, args.size)[1] >= 1
         cached_masks = load_cached(paths[0]).masks
         agreement = float((naive_masks == cached_masks).mean())
 
+        rng = np.random.default_rng(args.seed)
+        crop = _cropper(args.crop, args.size, rng)
         cases = {
-            "naive_baseline": lambda i: naive_baseline(records[i], names, args.size),
-            "naive_lean": lambda i: naive_lean(records[i], names, args.size),
-            "cached": lambda i: load_cached(paths[i]),
+            "naive_baseline": lambda i: crop(*naive_baseline(records[i], names, args.size)),
+            "naive_lean": lambda i: crop(*naive_lean(records[i], names, args.size)),
+            "cached": ((lambda i: load_cached(paths[i])) if args.crop is None else
+                       (lambda i: load_window(paths[i], records[i], args.size, names, args.crop,
+                                              lambda fg: pick_origin(fg, args.size, args.crop, rng)))),
             "dataset_cached": lambda i: ds[i],
         }
         for fn in cases.values():  # warm-up
@@ -155,6 +166,7 @@ def main(argv: List[str] | None = None) -> dict:
     result = {
         "source_size": SOURCE_SIZE,
         "image_size": args.size,
+        "crop_size": args.crop,
         "n_images": len(records),
         "samples_per_s": {k: round(v, 1) for k, v in rate.items()},
         "speedup_cached_vs_naive_baseline": round(rate["cached"] / rate["naive_baseline"], 1),
@@ -172,6 +184,16 @@ def main(argv: List[str] | None = None) -> dict:
     if result["speedup_cached_vs_naive_baseline"] < 5:
         print("cached loader is less than 5x faster than the naive baseline", file=sys.stderr)
     return result
+
+
+def _cropper(crop: int | None, size: int, rng: np.random.Generator) -> Callable:
+    """What a naive loader does for a training crop: slice a random window of the whole sample it built."""
+    def cut(image: np.ndarray, masks: np.ndarray):
+        if crop is None:
+            return image, masks
+        y0, x0 = (int(v) for v in rng.integers(0, size - crop + 1, 2))
+        return image[y0:y0 + crop, x0:x0 + crop], masks[:, y0:y0 + crop, x0:x0 + crop]
+    return cut
 
 
 def _facts(root: Path, records: Sequence[ImageRecord]) -> list[ImageFacts]:

@@ -38,7 +38,9 @@ class DataConfig:
     classes: str = "hand_bones"  # class catalogue: a YAML path, or a bundled name (mmseg_text/assets/)
     meta_file: Optional[str] = None  # metadata table; None -> ROOT/meta_data.xlsx (or .csv)
     derived_meta: Optional[str] = None  # side/wrist-angle CSV of the train split (mmseg-derive-meta); None -> computed from annotations (catalogues that declare it)
-    image_size: int = 512  # square training resolution
+    image_size: int = 512  # square training resolution (whole image; with crop_size, the default cache size)
+    cache_size: Optional[int] = None  # resolution the images are cached and tiled at; None = image_size
+    crop_size: Optional[int] = None  # train on foreground-aware random crops of this size from the cache (validation and prediction tile windows of it); None = the whole image
     in_chans: int = 3  # grayscale repeated to this many channels (3 suits ImageNet backbones)
     fold: int = 0  # validation fold index
     num_folds: int = 5  # stratified group k-fold by person id
@@ -52,6 +54,17 @@ class DataConfig:
     copy_paste_classes: List[str] = field(default_factory=list)  # bones that may be pasted, by name ...
     copy_paste_groups: List[str] = field(default_factory=lambda: ["carpal"])  # ... and by catalogue group
     augment: List[Dict[str, Any]] = field(default_factory=_default_augment)  # albumentations, by name
+    prompted_groups: bool = False  # positive control of the text path: only a random set of groups are targets, and the caption asks for them (data/prompts.py)
+
+    @property
+    def working_size(self) -> int:
+        """The whole image's resolution in the cache, validation and prediction."""
+        return self.cache_size or self.image_size
+
+    @property
+    def input_size(self) -> int:
+        """What the model sees at once: a training crop / inference window, or the whole working-size image."""
+        return self.crop_size or self.working_size
 
 
 @dataclass
@@ -99,6 +112,7 @@ class TrainConfig:
     bce_weight: float = 1.0
     dice_weight: float = 1.0
     focal_weight: float = 1.0  # with loss=dice_focal
+    batch_dice: Optional[bool] = None  # Dice per class over the whole batch instead of per image; None -> true when training on crops (a crop lacks most bones, and per-image Dice of an absent bone punishes any prediction of it)
     ema_decay: float = 0.0  # > 0: EMA of the weights (timm ModelEmaV3, with warm-up), validated and exported as best/
     eval_every: int = 0  # optimizer steps between validations; 0 = once per epoch
     checkpoint_every: int = 0  # optimizer steps between save_state; 0 = at the end only
@@ -228,6 +242,9 @@ def validate(cfg: Config, *, explicit: Sequence[str] = ()) -> None:
         cfg.model.conditioning = "none"
     if head.needs_class_embeddings and not mode.uses_classes:
         raise ConfigError(f"model.head={cfg.model.head} needs class-name embeddings: use text.mode=classes or meta+classes")
+    if cfg.data.prompted_groups and mode.enabled and not mode.uses_meta:
+        raise ConfigError(f"data.prompted_groups asks for bones in each image's caption: text.mode={mode.name} has "
+                          "no per-image caption; use text.mode=meta or meta+classes (or none for the text-off run)")
     if cfg.text.shuffle and not mode.uses_meta:
         raise ConfigError("text.shuffle pairs images with other images' metadata captions: it needs text.mode=meta or meta+classes")
     if not 0 <= cfg.data.fold < cfg.data.num_folds:
@@ -242,12 +259,27 @@ def validate(cfg: Config, *, explicit: Sequence[str] = ()) -> None:
         raise ConfigError(f"config key 'predict.window_overlap' must be in [0, 1), got {cfg.predict.window_overlap}")
     if not cfg.predict.tta_scales or any(s <= 0 for s in cfg.predict.tta_scales):
         raise ConfigError(f"config key 'predict.tta_scales' must be positive numbers, got {cfg.predict.tta_scales}")
+    _check_sizes(cfg.data)
     for key, value in (("data.image_size", cfg.data.image_size), ("train.batch_size", cfg.train.batch_size),
                        ("train.grad_accum", cfg.train.grad_accum), ("predict.batch_size", cfg.predict.batch_size),
                        ("predict.window_batch_size", cfg.predict.window_batch_size),
                        ("predict.resolution", cfg.predict.resolution or 1)):
         if value < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
+
+
+def _check_sizes(data: DataConfig) -> None:
+    for key in ("cache_size", "crop_size"):
+        value = getattr(data, key)
+        if value is not None and (value < 8 or value % 8):
+            raise ConfigError(f"config key 'data.{key}' must be a positive multiple of 8 (or null), got {value}")
+    if data.crop_size is None and data.cache_size not in (None, data.image_size):
+        raise ConfigError(f"data.cache_size={data.cache_size} differs from data.image_size={data.image_size} but "
+                          "data.crop_size is not set: set data.crop_size to train on crops of the larger cache, "
+                          "or drop data.cache_size to train on the whole image")
+    if data.crop_size is not None and data.crop_size > data.working_size:
+        raise ConfigError(f"data.crop_size={data.crop_size} is larger than the cached image "
+                          f"(data.cache_size or data.image_size = {data.working_size})")
 
 
 def to_yaml(cfg: Config) -> str:

@@ -1,6 +1,7 @@
 """``mmseg-ablate``: train every text variant K times and write ablation.{md,json,png}.
 
     mmseg-ablate --config configs/demo.yaml --seeds 2 --out runs/ablation [--variants none,meta] [key=value ...]
+    mmseg-ablate --positive-control ...   # prompted bone groups: none vs cross_attn / film / text_query, each vs its shuffled prompt
 """
 from __future__ import annotations
 
@@ -12,20 +13,23 @@ from mmseg_text.cli.common import add_config_args, run_main
 
 
 def _body(argv: Sequence[str] | None) -> int:
-    from mmseg_text.engine.ablation import VARIANTS, run_ablation
+    from mmseg_text.engine.ablation import POSITIVE_CONTROL, VARIANTS, run_ablation
 
     parser = argparse.ArgumentParser(prog="mmseg-ablate", description=__doc__.splitlines()[0])
     add_config_args(parser, default_config=None)
     parser.add_argument("--seeds", type=int, default=2, help="seeds per variant (default: %(default)s)")
     parser.add_argument("--out", required=True, help="output folder (runs, ablation.md/json/png)")
-    parser.add_argument("--variants", default=",".join(v.name for v in VARIANTS),
-                        help="comma-separated subset of: " + ", ".join(v.name for v in VARIANTS))
+    parser.add_argument("--positive-control", action="store_true",
+                        help="the positive control (data.prompted_groups): " + ", ".join(v.name for v in POSITIVE_CONTROL))
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated subset of: " + ", ".join(v.name for v in VARIANTS) + " (default: all)")
     args = parser.parse_args(argv)
-    wanted = [name.strip() for name in args.variants.split(",") if name.strip()]
-    unknown = sorted(set(wanted) - {v.name for v in VARIANTS})
+    table = POSITIVE_CONTROL if args.positive_control else VARIANTS
+    wanted = [n.strip() for n in args.variants.split(",") if n.strip()] if args.variants else [v.name for v in table]
+    unknown = sorted(set(wanted) - {v.name for v in table})
     if unknown:
-        raise ValueError(f"unknown variants {unknown}; choose from {[v.name for v in VARIANTS]}")
-    variants = [v for v in VARIANTS if v.name in wanted]
+        raise ValueError(f"unknown variants {unknown}; choose from {[v.name for v in table]}")
+    variants = [v for v in table if v.name in wanted]
     result = run_ablation(args.config, args.out, args.seeds, args.overrides, variants)
     print((Path(args.out) / "ablation.md").read_text())
     return 0 if result else 1

@@ -3,9 +3,9 @@
 The sample dict is the contract of docs/DESIGN.md. The dataset is generic: it is handed records and
 their facts (``data.index``), a :class:`~mmseg_text.data.preprocess.Preprocessor`, augmentation and an
 optional caption function, and knows nothing of the anatomy. Pixels come from the preprocessing cache
-(default) or are decoded on the fly; either way the image is already at the model size when augmentation
-runs. The caption is built last, from the augmented sample, so a horizontal flip that turned a right
-hand into a left one is described as left.
+(default) or are decoded on the fly; either way the image is already at the working size when augmentation
+runs, or, with ``crop``, is a foreground-aware crop of it (data/crops.py). The caption is built last, from
+the augmented sample, so a horizontal flip that turned a right hand into a left one is described as left.
 """
 from __future__ import annotations
 
@@ -18,10 +18,13 @@ import torch
 from torch.utils.data import Dataset
 
 from mmseg_text.data.copy_paste import CopyPaste, paste_bone
-from mmseg_text.data.cache import SAMPLE_ERRORS, build_cache, load_or_build, preprocess_sample
+from mmseg_text.data.cache import (SAMPLE_ERRORS, CachedSample, Origin, build_cache, crop_sample, load_or_build,
+                                   load_window, preprocess_sample)
+from mmseg_text.data.crops import check_crop_sizes, pick_origin
 from mmseg_text.data.index import DatasetError, ImageFacts
 from mmseg_text.data.layout import ImageRecord
 from mmseg_text.data.preprocess import Preprocessor
+from mmseg_text.data.prompts import GroupPrompt
 from mmseg_text.data.transforms import Augmenter, flip_side
 
 logger = logging.getLogger(__name__)
@@ -33,13 +36,17 @@ class SegmentationDataset(Dataset):
 
     ``augment_seed``: the augmentation of sample i in epoch e is drawn from seed (augment_seed, e, i), the
     same whichever worker, process or resumed run loads it (see :meth:`set_epoch`). None: unseeded.
+    ``crop``: each sample is a random ``crop``² window of the working-size image that shows some foreground.
+    ``prompt``: the positive control of the text path (data/prompts.py): only the bones of a random set of
+    groups are targets, and the caption says which.
     """
 
     def __init__(self, records: Sequence[ImageRecord], facts: Sequence[ImageFacts], *, class_names: Sequence[str],
                  preprocess: Preprocessor, labelled: bool = True, cache_dir: Optional[str | Path] = None,
                  transforms: Optional[Augmenter] = None, caption_fn: Optional[Callable[[dict], str]] = None,
                  augment_seed: Optional[int] = None, skip_bad_samples: bool = False, workers: int = 1,
-                 progress: bool = True, name: str = "dataset", copy_paste: Optional[CopyPaste] = None):
+                 progress: bool = True, name: str = "dataset", copy_paste: Optional[CopyPaste] = None,
+                 crop: Optional[int] = None, prompt: Optional[GroupPrompt] = None):
         if len(records) != len(facts):
             raise ValueError(f"{len(records)} records but {len(facts)} facts")
         self.class_names = tuple(class_names)
@@ -49,6 +56,10 @@ class SegmentationDataset(Dataset):
         self.caption_fn = caption_fn
         self.augment_seed = augment_seed
         self.copy_paste = copy_paste if labelled else None
+        if crop is not None:
+            check_crop_sizes(preprocess.image_size, crop)
+        self.crop = crop
+        self.prompt = prompt if labelled else None
         self.epoch = 0
         self.name = name
         records, facts = list(records), list(facts)
@@ -76,6 +87,10 @@ class SegmentationDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def _rng(self, index: int, stream: int) -> np.random.Generator:
+        """Seeded like the augmentation: a resumed or DDP run draws the same crops and pastes."""
+        return np.random.default_rng(None if self.augment_seed is None else [self.augment_seed, self.epoch, index, stream])
+
     def _augment_seed(self, index: int) -> Optional[int]:
         if self.augment_seed is None:
             return None
@@ -84,16 +99,22 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def _paste(self, index: int, image: np.ndarray, masks: np.ndarray, side: str) -> tuple[np.ndarray, np.ndarray]:
-        seed = None if self.augment_seed is None else [self.augment_seed, self.epoch, index, 1]
-        rng = np.random.default_rng(seed)  # seeded like the augmentation: resume and DDP draw the same pastes
+    def _paste(self, index: int, image: np.ndarray, masks: np.ndarray, side: str,
+               origin: Optional[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        rng = self._rng(index, 1)
         if rng.random() >= self.copy_paste.p:
             return image, masks
         donor = int(rng.integers(len(self) - 1))
         donor += donor >= index  # any other image
-        donor_image, donor_masks, _ = self.load_arrays(donor)
         donor_side = self.facts[donor].side
         mirror = "unknown" not in (side, donor_side) and side != donor_side
+        if origin is None:
+            donor_image, donor_masks, _ = self.load_arrays(donor)
+        else:  # the donor's window over the same place of the hand (mirrored: the window mirrored too)
+            y0, x0 = origin
+            x0 = self.preprocess.image_size - x0 - self.crop if mirror else x0
+            donor_sample, _ = self.load_crop(donor, lambda _fg: (y0, x0))
+            donor_image, donor_masks = donor_sample.image, donor_sample.masks
         image, masks, _ = paste_bone(image, masks, donor_image, donor_masks, rng, self.copy_paste.classes,
                                      mirror_donor=mirror)
         return image, masks
@@ -108,18 +129,35 @@ class SegmentationDataset(Dataset):
             sample = preprocess_sample(record, size, self.class_names)
         return sample.image, sample.masks, sample.orig_size
 
+    def load_crop(self, index: int, choose: Origin) -> tuple[CachedSample, tuple[int, int]]:
+        """A ``crop``² window of sample ``index`` placed by ``choose(foreground map)``, and its origin."""
+        record, size = self.records[index], self.preprocess.image_size
+        if self.cache_paths is not None:
+            return load_window(self.cache_paths[index], record, size, self.class_names, self.crop, choose)
+        return crop_sample(preprocess_sample(record, size, self.class_names), self.crop, choose)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         record, facts = self.records[index], self.facts[index]
-        image, masks, orig_size = self.load_arrays(index)
+        origin = None
+        if self.crop is not None:
+            rng, size = self._rng(index, 2), self.preprocess.image_size
+            sample, origin = self.load_crop(index, lambda fg: pick_origin(fg, size, self.crop, rng))
+            image, masks, orig_size = sample.image, sample.masks, sample.orig_size
+        else:
+            image, masks, orig_size = self.load_arrays(index)
         side = facts.side
         if self.copy_paste is not None and len(self) > 1:
-            image, masks = self._paste(index, image, masks, side)
-        image = self.preprocess.enhance(image)
+            image, masks = self._paste(index, image, masks, side, origin)
+        image = self.preprocess.enhance(image, image.shape[0] / self.preprocess.image_size)
         if self.transforms is not None:
             image, masks, mirrored = self.transforms(image, masks, seed=self._augment_seed(index))
             if mirrored:
                 side = flip_side(side)
         sample: dict[str, Any] = {"image": self.preprocess.to_tensor(image)}
+        if self.prompt is not None and masks is not None:
+            target, asked = self.prompt.draw(self.epoch, index)
+            masks = self.prompt.keep(masks, target)
+            sample["prompt"] = self.prompt.sentence(asked)
         if masks is not None:
             sample["masks"] = torch.from_numpy(masks.astype(np.float32))
         sample.update({"image_id": record.image_id, "image_name": record.image_name,
@@ -127,6 +165,8 @@ class SegmentationDataset(Dataset):
                        "orig_size": orig_size})
         if self.caption_fn is not None:
             sample["caption"] = self.caption_fn(sample)
+            if "prompt" in sample:
+                sample["caption"] += " " + sample["prompt"]
         return sample
 
 

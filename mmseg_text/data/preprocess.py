@@ -1,14 +1,17 @@
 """The one preprocessing path from a decoded image to the model's input tensor.
 
 Training (the cache and the dataset) and prediction both go through a :class:`Preprocessor`, so the network
-sees the same pixels at both: resize to the model size (INTER_AREA), optional CLAHE, then scale to [0, 1],
+sees the same pixels at both: resize to the working size (INTER_AREA), optional CLAHE, then scale to [0, 1],
 repeat the grey value into ``in_chans`` channels and normalise with the encoder's own mean/std (timm's
 ``resolve_data_config``). The preprocessor is stored with every exported model (``preprocessing.json``).
+
+The working size is the whole image's resolution. A model trained on crops (``window``, the crop size) sees
+windows of that size: validation and prediction tile the working-size image into such windows.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import cv2
 import numpy as np
@@ -20,16 +23,20 @@ CLAHE_CLIP_LIMIT = 2.0
 CLAHE_TILES = (8, 8)
 
 
-def apply_clahe(image: np.ndarray) -> np.ndarray:
-    return cv2.createCLAHE(clipLimit=CLAHE_CLIP_LIMIT, tileGridSize=CLAHE_TILES).apply(image)
+def apply_clahe(image: np.ndarray, fraction: float = 1.0) -> np.ndarray:
+    """CLAHE with an 8x8 tile grid over the whole image; a crop that covers ``fraction`` of the image's side
+    gets proportionally fewer tiles, so its tiles span as many pixels as the whole image's do."""
+    tiles = tuple(max(1, round(t * fraction)) for t in CLAHE_TILES)
+    return cv2.createCLAHE(clipLimit=CLAHE_CLIP_LIMIT, tileGridSize=tiles).apply(image)
 
 
 @dataclass(frozen=True)
 class Preprocessor:
-    image_size: int  # square model input
+    image_size: int  # square working resolution of the whole image
     mean: tuple[float, ...]  # per channel, in [0, 1] units
     std: tuple[float, ...]
     clahe: bool = False
+    window: Optional[int] = None  # the model's input when it was trained on crops of this size; None = image_size
 
     def __post_init__(self) -> None:
         if len(self.mean) != len(self.std) or not self.mean:
@@ -39,13 +46,19 @@ class Preprocessor:
     def in_chans(self) -> int:
         return len(self.mean)
 
+    @property
+    def input_size(self) -> int:
+        """The square the model sees at once: the crop / window size, else the whole working-size image."""
+        return self.window or self.image_size
+
     def resize(self, image: np.ndarray) -> np.ndarray:
         """uint8 (H0, W0) -> uint8 (S, S); what the training cache stores."""
         return resize_to_model(image, self.image_size)
 
-    def enhance(self, image: np.ndarray) -> np.ndarray:
-        """Contrast enhancement on the resized uint8 image (before augmentation)."""
-        return apply_clahe(image) if self.clahe else image
+    def enhance(self, image: np.ndarray, fraction: float = 1.0) -> np.ndarray:
+        """Contrast enhancement on the resized uint8 image (before augmentation); ``fraction``: the share of the
+        whole image's side that ``image`` covers (a training crop)."""
+        return apply_clahe(image, fraction) if self.clahe else image
 
     def to_tensor(self, image: np.ndarray) -> torch.Tensor:
         """uint8 grayscale (H, W) -> normalised float32 (in_chans, H, W).
@@ -69,5 +82,6 @@ class Preprocessor:
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> "Preprocessor":
         return cls(image_size=int(doc["image_size"]), mean=tuple(map(float, doc["mean"])),
-                   std=tuple(map(float, doc["std"])), clahe=bool(doc.get("clahe", False)))
+                   std=tuple(map(float, doc["std"])), clahe=bool(doc.get("clahe", False)),
+                   window=int(doc["window"]) if doc.get("window") else None)
 

@@ -24,6 +24,13 @@ class WindowOptions:
     stitch_on_cpu: bool = False  # keep the full-resolution output on the CPU (GPU memory is short)
     stitch_half: bool = True  # windows and blend maps in float16: halves the full-resolution buffers (error ~1e-3)
 
+    @classmethod
+    def from_config(cls, predict_cfg, overlap: Optional[float] = None) -> "WindowOptions":
+        """The ``predict.window_*`` settings (validation tiles exactly as prediction does)."""
+        return cls(overlap=predict_cfg.window_overlap if overlap is None else overlap, mode=predict_cfg.window_mode,
+                   batch_size=predict_cfg.window_batch_size, stitch_on_cpu=predict_cfg.stitch_on_cpu,
+                   stitch_half=predict_cfg.stitch_half)
+
 
 def model_probabilities(model: torch.nn.Module, images: torch.Tensor, context: Optional[TextContext], *,
                         window: int, options: WindowOptions = WindowOptions(),

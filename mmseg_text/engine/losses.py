@@ -3,6 +3,9 @@
 The Dice term is computed per image and per class, then averaged (MONAI ``batch=False``), so the
 loss is a mean over samples: averaging it over DDP ranks equals the single-process loss of the
 same global batch, and it optimises the quantity the competition scores (per-image Dice).
+Training on crops (``data.crop_size``) turns to batch Dice (``train.batch_dice``, MONAI ``batch=True``, as
+nnU-Net does for patches): a crop shows a few of the bones, and the per-image Dice of a bone it lacks is ~0
+for any predicted pixel of it, which drives every prediction toward empty.
 """
 from __future__ import annotations
 
@@ -16,12 +19,12 @@ LOSSES = ("bce_dice", "dice_focal")
 class BCEDiceLoss(nn.Module):
     """``bce_weight * BCEWithLogits + dice_weight * (1 - soft Dice)``; logits and targets are (B, K, H, W)."""
 
-    def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0):
+    def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0, batch: bool = False):
         super().__init__()
         self.bce_weight = bce_weight
         self.dice_weight = dice_weight
         self.bce = nn.BCEWithLogitsLoss()
-        self.dice = DiceLoss(sigmoid=True, batch=False, smooth_nr=1e-4, smooth_dr=1e-4)
+        self.dice = DiceLoss(sigmoid=True, batch=batch, smooth_nr=1e-4, smooth_dr=1e-4)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits = logits.float()  # the loss is computed in fp32 also under autocast
@@ -36,16 +39,18 @@ class BCEDiceLoss(nn.Module):
 class DiceFocalLossFP32(nn.Module):
     """MONAI's ``DiceFocalLoss`` (sigmoid, per-image Dice, focal gamma 2) computed in fp32."""
 
-    def __init__(self, dice_weight: float = 1.0, focal_weight: float = 1.0):
+    def __init__(self, dice_weight: float = 1.0, focal_weight: float = 1.0, batch: bool = False):
         super().__init__()
-        self.loss = DiceFocalLoss(sigmoid=True, batch=False, smooth_nr=1e-4, smooth_dr=1e-4, gamma=2.0,
+        self.loss = DiceFocalLoss(sigmoid=True, batch=batch, smooth_nr=1e-4, smooth_dr=1e-4, gamma=2.0,
                                   lambda_dice=dice_weight, lambda_focal=focal_weight)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.loss(logits.float(), targets)
 
 
-def build_loss(train_cfg) -> nn.Module:
+def build_loss(train_cfg, *, crops: bool = False) -> nn.Module:
+    """``train.loss``; ``crops``: the model trains on crops (batch Dice unless ``train.batch_dice`` says otherwise)."""
+    batch = crops if train_cfg.batch_dice is None else bool(train_cfg.batch_dice)
     if train_cfg.loss == "dice_focal":
-        return DiceFocalLossFP32(train_cfg.dice_weight, train_cfg.focal_weight)
-    return BCEDiceLoss(train_cfg.bce_weight, train_cfg.dice_weight)
+        return DiceFocalLossFP32(train_cfg.dice_weight, train_cfg.focal_weight, batch=batch)
+    return BCEDiceLoss(train_cfg.bce_weight, train_cfg.dice_weight, batch=batch)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -38,9 +39,11 @@ from mmseg_text.engine.forward import WindowOptions, model_probabilities, multis
 from mmseg_text.engine.inference import find_image_files
 from mmseg_text.engine.overlays import save_overlay
 from mmseg_text.engine.text_side import TextSide, build_text_side
+from mmseg_text.io import atomic_write_text
 from mmseg_text.rle import rle_encode, write_submission
 
 logger = logging.getLogger(__name__)
+FACTS_SUFFIX = "_facts.csv"  # beside the submission: per image side, wrist angle, bent_wrist the captions used
 
 
 @dataclass
@@ -90,7 +93,7 @@ class Member:
 
     @property
     def window(self) -> int:
-        return self.exported.preprocess.image_size
+        return self.exported.preprocess.input_size
 
 
 class Predictor:
@@ -116,9 +119,7 @@ class Predictor:
         self.tta = _chosen(options.tta_hflip, cfg.predict.tta_hflip)
         self.scales = list(_chosen(options.tta_scales, cfg.predict.tta_scales))
         self.batch_size = _chosen(options.batch_size, cfg.predict.batch_size)
-        self.windows = WindowOptions(overlap=_chosen(options.window_overlap, cfg.predict.window_overlap),
-                                     mode=cfg.predict.window_mode, batch_size=cfg.predict.window_batch_size,
-                                     stitch_on_cpu=cfg.predict.stitch_on_cpu, stitch_half=cfg.predict.stitch_half)
+        self.windows = WindowOptions.from_config(cfg.predict, overlap=options.window_overlap)
         self.meta_table = self._load_meta(cfg) if options.with_meta else None
         self.derived = derived_by_image(load_derived_csv(options.derived_meta)) if options.derived_meta else {}
         self.reads_meta = any(m.text is not None and m.text.mode.uses_meta for m in self.members)
@@ -247,12 +248,15 @@ def predict(checkpoints: str | Path | Sequence[str | Path], images: str | Path, 
     overlays = Path(options.overlays_dir) if options.overlays_dir else None
     loader = DataLoader(ImageFiles(files, predictor.preprocess), batch_size=predictor.batch_size, collate_fn=collate_images)
 
+    facts_rows: list[dict[str, Any]] = []
+
     def rows() -> Iterator[tuple[str, str, str]]:
         with tqdm(total=len(files), desc="predict", unit="img") as bar:  # closed before any error is printed
             for batch in loader:
                 paths = [files[i] for i in batch["index"]]
                 metas = [predictor.person_facts(p) for p in paths]
                 facts = predictor.image_facts(batch["pixels"], paths, metas)
+                facts_rows.extend({"image_id": p.stem, "image_name": p.name, **f} for p, f in zip(paths, facts))
                 metas = [{**m, "wrist_angle_deg": f["wrist_angle_deg"], "bent_wrist": f["bent_wrist"]}
                          for m, f in zip(metas, facts)]
                 probs = predictor.probabilities(batch["pixels"], [f["side"] for f in facts], metas)
@@ -265,9 +269,14 @@ def predict(checkpoints: str | Path | Sequence[str | Path], images: str | Path, 
                 bar.update(len(paths))
 
     count = write_submission(out_csv, rows())
+    facts_csv = None
+    if any(row["side"] != "unknown" or row["wrist_angle_deg"] is not None for row in facts_rows):
+        # what the captions said of each image: the bent-wrist subgroup of mmseg-evaluate --facts, or --derived-meta
+        facts_csv = Path(out_csv).with_name(Path(out_csv).stem + FACTS_SUFFIX)
+        atomic_write_text(facts_csv, pd.DataFrame(facts_rows).to_csv(index=False))
     for member in predictor.members:
         if member.text is not None:
             member.text.save()  # captions encoded on demand, for the next run
     return {"images": len(files), "rows": count, "members": [str(m.exported.directory) for m in predictor.members],
             "resolution": predictor.preprocess.image_size, "tta_hflip": predictor.tta, "tta_scales": predictor.scales,
-            "with_meta": options.with_meta, "csv": str(out_csv)}
+            "with_meta": options.with_meta, "csv": str(out_csv), "facts_csv": str(facts_csv) if facts_csv else None}

@@ -45,7 +45,7 @@ def write_report(run_dir: str | Path, evaluation_json: str | Path, overlays: Seq
     lines = [
         "# mmseg-text demo report", "",
         f"Model: `{cfg['model']['encoder']}` encoder, conditioning `{cfg['model']['conditioning']}`, head "
-        f"`{cfg['model']['head']}`, text mode `{cfg['text']['mode']}`, {cfg['data']['image_size']} px.", "",
+        f"`{cfg['model']['head']}`, text mode `{cfg['text']['mode']}`, {_resolution(cfg['data'])}.", "",
         "| | value |", "|---|---:|",
         f"| **test mean Dice (original resolution)** | **{evaluation['mean_dice']:.4f}** |",
     ]
@@ -69,3 +69,9 @@ def write_report(run_dir: str | Path, evaluation_json: str | Path, overlays: Seq
     report = run_dir / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
     return report
+
+
+def _resolution(data: dict) -> str:
+    working = data.get("cache_size") or data["image_size"]
+    crop = data.get("crop_size")
+    return f"{crop} px crops of {working} px images" if crop else f"{working} px"

@@ -106,8 +106,13 @@ def score_image(image: GroundTruthImage, rows: pd.DataFrame, catalogue: ClassCat
 
 
 def evaluate_submission(pred_path: str | Path, gt_dir: str | Path, images_dir: str | Path | None = None,
-                        classes: str | Path | None = None, *, progress: bool = False) -> dict:
-    """Score a submission; returns the JSON-ready result (see :func:`format_markdown` for the table)."""
+                        classes: str | Path | None = None, *, progress: bool = False,
+                        facts: str | Path | None = None) -> dict:
+    """Score a submission; returns the JSON-ready result (see :func:`format_markdown` for the table).
+
+    ``facts``: a per-image CSV with ``bent_wrist`` (the ``*_facts.csv`` prediction writes: the wrist angle of its
+    first pass, as the captions used it; or a derived-meta table): Dice of the bent and straight wrists apart.
+    """
     pred_path, gt_dir = Path(pred_path), Path(gt_dir)
     images_dir = Path(images_dir) if images_dir is not None else gt_dir.parent / "DCM"
     try:
@@ -123,6 +128,8 @@ def evaluate_submission(pred_path: str | Path, gt_dir: str | Path, images_dir: s
         accumulator.add(score_image(image, rows_by_image[image.image_name], catalogue, pred_path),
                         image_ids=[image.image_name])
     summary = accumulator.summary(groups=catalogue.groups)
+    if facts is not None:
+        summary["wrist"] = _wrist_subsets(accumulator, [image.image_name for image in images], Path(facts))
     return {
         "pred": str(pred_path),
         "gt": str(gt_dir),
@@ -134,6 +141,20 @@ def evaluate_submission(pred_path: str | Path, gt_dir: str | Path, images_dir: s
     }
 
 
+def _wrist_subsets(accumulator: DiceAccumulator, names: Sequence[str], facts: Path) -> dict:
+    """Mean Dice of the bent / straight wrists (and how many), by the ``bent_wrist`` of ``facts``."""
+    from mmseg_text.data.index import derived_by_image, load_derived_csv
+
+    rows = derived_by_image(load_derived_csv(facts))
+    flags = np.array([rows.get(Path(name).stem, {}).get("bent_wrist") for name in names], dtype=object)
+    out: dict = {"facts": str(facts)}
+    for label, flag in (("bent", True), ("straight", False)):
+        chosen = np.array([f is flag for f in flags])
+        out[label] = accumulator.subset(chosen).mean() if chosen.any() else None
+        out[f"num_{label}"] = int(chosen.sum())
+    return out
+
+
 def format_markdown(result: dict) -> str:
     """Per-class table, then group means and the overall mean."""
     groups = result.get("class_groups", {})
@@ -143,6 +164,11 @@ def format_markdown(result: dict) -> str:
     lines += ["", "| group | mean Dice |", "|---|---:|"]
     lines += [f"| {group} | {value:.4f} |" for group, value in result.get("groups", {}).items()]
     lines += [f"| **all ({len(result['per_class'])} classes)** | **{result['mean_dice']:.4f}** |"]
+    wrist = result.get("wrist")
+    if wrist:
+        lines += ["", f"| wrist (from {Path(wrist['facts']).name}) | images | mean Dice |", "|---|---:|---:|"]
+        lines += [f"| {k} | {wrist[f'num_{k}']} | {'–' if wrist[k] is None else format(wrist[k], '.4f')} |"
+                  for k in ("bent", "straight")]
     return "\n".join(lines) + "\n"
 
 

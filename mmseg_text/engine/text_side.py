@@ -48,13 +48,16 @@ class TextSide:
     def caption(self, side: str, meta: Mapping[str, Any]) -> str:
         return self.builder.caption_for_image({"side": side, "meta": meta})
 
-    def prepare_training(self, caption_fn: Optional[CaptionFn], *indices: DataIndex) -> None:
-        """Encode every caption the run can produce, then drop the frozen tower."""
+    def prepare_training(self, caption_fn: Optional[CaptionFn], *indices: DataIndex,
+                         suffixes: Sequence[str] = ("",)) -> None:
+        """Encode every caption the run can produce (each followed by each of ``suffixes``: the prompts of the
+        positive control), then drop the frozen tower."""
         captions: list[str] = []
         if caption_fn is not None:
             for index in indices:
                 for record, facts in zip(index.records, index.facts):
-                    captions += caption_fn.variants({"image_id": record.image_id, "side": facts.side, "meta": facts.meta})
+                    sample = {"image_id": record.image_id, "side": facts.side, "meta": facts.meta}
+                    captions += [c + s for c in caption_fn.variants(sample) for s in suffixes]
         self.cache.warm(list(dict.fromkeys(captions)))
         self.cache.release_tower()
 

@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,6 +28,7 @@ from mmseg_text.engine.checkpointing import (clean_stale_temporaries, load_lates
                                              save_training_state)
 from mmseg_text.engine.data_setup import RunData, build_run_data
 from mmseg_text.engine.export import export_model
+from mmseg_text.engine.forward import WindowOptions
 from mmseg_text.engine.kfold import OOF_COUNTS_FILE, save_sweep
 from mmseg_text.engine.losses import build_loss
 from mmseg_text.engine.optim import build_optimizer, build_scheduler
@@ -49,6 +50,7 @@ class _Progress:
     batches_in_epoch: int = 0  # batches of the current epoch already consumed
     best_dice: float = -1.0
     best_step: int = -1
+    val_curve: list = field(default_factory=list)  # [step, validation mean Dice] per evaluation (kept on resume)
 
 
 def _make_accelerator(cfg: Config) -> Accelerator:
@@ -113,7 +115,7 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
     text = data.text
 
     model = build_model(cfg.model, num_classes=len(catalogue), text_dim=text.width if text else None,
-                        image_size=cfg.data.image_size, in_chans=cfg.data.in_chans)
+                        image_size=cfg.data.input_size, in_chans=cfg.data.in_chans)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.train)
@@ -127,7 +129,7 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
         total_steps = min(total_steps, cfg.train.max_steps)
     scheduler = accelerator.prepare(build_scheduler(optimizer, cfg.train, total_steps=total_steps,
                                                     num_processes=accelerator.num_processes))
-    loss_fn = build_loss(cfg.train)
+    loss_fn = build_loss(cfg.train, crops=cfg.data.crop_size is not None)
     ema = _make_ema(accelerator, model, cfg)
 
     progress = _Progress()
@@ -183,6 +185,7 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
             if progress.step % eval_every == 0 or progress.step == total_steps:
                 scored = ema.module if ema is not None else model  # with EMA, the averaged weights are the model
                 last_eval = _validate(accelerator, scored, val_loader, text, catalogue, cfg, progress)
+                progress.val_curve.append([progress.step, last_eval.mean_dice])
                 if last_eval.mean_dice > progress.best_dice:
                     progress.best_dice, progress.best_step = last_eval.mean_dice, progress.step
                     _export_best(accelerator, scored, cfg, catalogue, data, last_eval)
@@ -239,7 +242,8 @@ def _save_state(accelerator: Accelerator, cfg: Config, progress: _Progress) -> P
 
 def _validate(accelerator, model, val_loader, text, catalogue: ClassCatalogue, cfg: Config, progress: _Progress) -> EvalResult:
     result = validate(model, val_loader, accelerator, catalogue, text=text, tune_thresholds=cfg.train.tune_thresholds,
-                      channels_last=cfg.train.channels_last)
+                      channels_last=cfg.train.channels_last, window=cfg.data.input_size,
+                      window_options=WindowOptions.from_config(cfg.predict))
     accelerator.log({"val/dice": result.mean_dice, **{f"val/dice_{g}": v for g, v in result.grouped.items()}}, step=progress.step)
     accelerator.print(f"step {progress.step}: val mean Dice {result.mean_dice:.4f}")
     return result
@@ -273,6 +277,7 @@ def _summary(cfg: Config, catalogue: ClassCatalogue, progress: _Progress, last_e
         "best_step": progress.best_step,
         "best_val_mean_dice": progress.best_dice,
         "best": json.loads(best_path.read_text()) if best_path.exists() else None,
+        "val_curve": progress.val_curve,  # the learning curve; the loss curve is in the tracker
         "last": last_eval.to_dict(catalogue) if last_eval else None,
         "final_train_loss": final_loss,  # mean over the last logging window; the full curve is in the tracker
         "train_seconds": round(elapsed, 2),

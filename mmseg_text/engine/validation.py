@@ -1,8 +1,9 @@
 """Validation during training: per-image Dice rows gathered across ranks, optional threshold tuning.
 
-Dice here is measured at the training resolution against masks rasterised at that resolution (cheap
-enough to run every epoch). The competition number, at each image's original resolution, comes
-from ``scripts/predict.py`` + ``scripts/evaluate.py``.
+Dice here is measured at the working resolution against masks rasterised at that resolution (cheap
+enough to run every epoch). A model trained on crops is validated on whole images tiled into windows of its
+crop size, through the same ``engine.forward`` path as prediction. The competition number, at each image's
+original resolution, comes from ``scripts/predict.py`` + ``scripts/evaluate.py``.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from mmseg_text.catalogue import ClassCatalogue
+from mmseg_text.engine.forward import WindowOptions, model_probabilities
 from mmseg_text.metrics import DiceAccumulator, dice_per_image
 from mmseg_text.thresholds import SweepCounts, best_thresholds, threshold_sweep_counts
 
@@ -77,16 +79,19 @@ def tuned_thresholds(counts: SweepCounts) -> tuple[list[float], float]:
 @torch.no_grad()
 def validate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue, *, text=None,
              thresholds: float | Sequence[float] = DEFAULT_THRESHOLD, tune_thresholds: bool = False,
-             channels_last: bool = False) -> EvalResult:
-    """Run the model over ``loader``; rows from all ranks are gathered (no duplicated samples)."""
+             channels_last: bool = False, window: Optional[int] = None,
+             window_options: WindowOptions = WindowOptions()) -> EvalResult:
+    """Run the model over ``loader``; rows from all ranks are gathered (no duplicated samples).
+    ``window``: the model's input size when images are larger (tiled as in prediction)."""
     model.eval()
     dice = DiceAccumulator(catalogue.names)
     bent: list[np.ndarray] = []
     sweeps: list[SweepCounts] = []
     for batch in tqdm(loader, desc="val", leave=False, disable=not accelerator.is_local_main_process):
         context = text.batch_context(batch, accelerator.device) if text is not None else None
-        images = batch["image"].contiguous(memory_format=torch.channels_last) if channels_last else batch["image"]
-        probs = model(images, context).float().sigmoid()
+        images = batch["image"]
+        probs = model_probabilities(model, images, context, window=window or images.shape[-1], options=window_options,
+                                    memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         targets = batch["masks"] > 0.5
         rows = dice_per_image(probs, targets, threshold=thresholds)
         flags = _bent_flags(batch, probs.device)

@@ -17,8 +17,10 @@ import os
 import shutil
 import tempfile
 import uuid
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 import torch
 import yaml
@@ -73,12 +75,35 @@ def as_model_config(model_cfg: ModelConfig | Mapping[str, Any]) -> ModelConfig:
     return ModelConfig(**dict(model_cfg))
 
 
+def component_seed(base_seed: int, component: str) -> int:
+    """The init seed of one model component: a function of the run's seed and the component's name only."""
+    return (base_seed * 1_000_003 + zlib.crc32(component.encode())) % 2 ** 63
+
+
+@contextmanager
+def _seeded_init(seed: int) -> Iterator[None]:
+    """Draw a component's initial weights from its own CPU stream; the global stream is left as it was.
+
+    Only the CPU generator is seeded (modules are built on the CPU): ``torch.manual_seed`` would also reseed
+    the CUDA generators, which the fork does not restore.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        yield
+
+
 def build_model(model_cfg: ModelConfig | Mapping[str, Any], *, num_classes: int, text_dim: Optional[int] = None,
                 image_size: Optional[int] = None, in_chans: int = 3) -> TextConditionedSegmenter:
     """encoder (timm) -> UNet decoder (+ text blocks) -> head, as ``model_cfg`` says.
 
     ``text_dim`` is the text tower width (needed unless conditioning=none and head=conv);
     ``image_size`` is the square input size (fixed-size backbones such as Swin are built for it).
+
+    Paired initialisation: the encoder, the decoder and the head each draw from a stream seeded by
+    ``torch.initial_seed()`` (the last ``torch.manual_seed``) and the component's name, and the decoder's
+    text blocks are created after its convolutions. So for one seed, the text-off model and every text-on
+    variant start from the same weights wherever they share a parameter, and draws made before this call
+    (a text tower loading, say) change nothing; building twice under one seed gives the same model.
     """
     cfg = as_model_config(model_cfg)
     head_spec = lookup(HEADS, "model.head", cfg.head)
@@ -86,13 +111,17 @@ def build_model(model_cfg: ModelConfig | Mapping[str, Any], *, num_classes: int,
     if reads_text and text_dim is None:
         raise ConfigError(f"model.conditioning={cfg.conditioning!r} / model.head={cfg.head!r} read text: "
                           "build_model needs text_dim (the text tower width)")
-    encoder = TimmEncoder(cfg.encoder, in_chans=in_chans, image_size=image_size, weights=cfg.encoder_weights,
-                          **dict(cfg.encoder_kwargs))
-    decoder = UNetDecoder(encoder.feature_channels, cfg.decoder_channels,
-                          encoder_reductions=encoder.feature_reductions, conditioning=cfg.conditioning,
-                          condition_stages=cfg.condition_stages, text_dim=text_dim, attn_heads=cfg.attn_heads,
-                          attn_ff_mult=cfg.attn_ff_mult, dropout=cfg.dropout, norm=cfg.norm)
-    head = head_spec.build(decoder.out_channels, num_classes, text_dim, cfg.query_dim)
+    base_seed = torch.initial_seed()
+    with _seeded_init(component_seed(base_seed, "encoder")):
+        encoder = TimmEncoder(cfg.encoder, in_chans=in_chans, image_size=image_size, weights=cfg.encoder_weights,
+                              **dict(cfg.encoder_kwargs))
+    with _seeded_init(component_seed(base_seed, "decoder")):  # blocks first, then the text blocks (decoder.py)
+        decoder = UNetDecoder(encoder.feature_channels, cfg.decoder_channels,
+                              encoder_reductions=encoder.feature_reductions, conditioning=cfg.conditioning,
+                              condition_stages=cfg.condition_stages, text_dim=text_dim, attn_heads=cfg.attn_heads,
+                              attn_ff_mult=cfg.attn_ff_mult, dropout=cfg.dropout, norm=cfg.norm)
+    with _seeded_init(component_seed(base_seed, f"head:{cfg.head}")):
+        head = head_spec.build(decoder.out_channels, num_classes, text_dim, cfg.query_dim)
     return TextConditionedSegmenter(encoder, decoder, head)
 
 

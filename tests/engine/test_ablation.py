@@ -45,18 +45,57 @@ def test_real_captions_are_judged_against_the_shuffled_placebo():
 def test_run_ablation_reuses_finished_runs_and_writes_all_outputs(tmp_path):
     # Finished runs (summary.json present) are not trained again: an interrupted ablation resumes.
     variants = [VARIANTS[0], Variant("meta", ("text.mode=meta",))]
-    for variant, base in zip(variants, (0.7, 0.75)):
-        for seed in range(2):
+    # per seed: none 0.70 / 0.72 / 0.74, meta 0.71 / 0.74 / 0.77 -> paired differences 0.01, 0.02, 0.03
+    for variant, base, step in zip(variants, (0.7, 0.71), (0.02, 0.03)):
+        for seed in range(3):
             run = tmp_path / variant.name / f"seed{seed}"
             run.mkdir(parents=True)
-            last = {"mean_dice": base + 0.01 * seed, "grouped": {"finger": base, "carpal": base, "forearm": base},
+            last = {"mean_dice": base + step * seed, "grouped": {"finger": base, "carpal": base, "forearm": base},
                     "wrist": {"bent": None, "straight": base}}
-            (run / "summary.json").write_text(json.dumps({"last": last}))
-    result = run_ablation(None, tmp_path, seeds=2, variants=variants, launcher=["false"])
+            curve = [[100, base / 2], [200, base + step * seed]]
+            (run / "summary.json").write_text(json.dumps({"last": last, "val_curve": curve}))
+    result = run_ablation(None, tmp_path, seeds=3, variants=variants, launcher=["false"])
     assert set(result["variants"]) == {"none", "meta"}
+    assert result["curves"]["meta"][2] == [[100, 0.355], [200, pytest.approx(0.77)]]  # the learning curves, per seed
+    assert (tmp_path / "ablation_curves.png").stat().st_size > 1000
     assert "bent" not in result["variants"]["none"]  # unknown subsets are left out, not zero
     assert (tmp_path / "ablation.md").exists() and (tmp_path / "ablation.png").stat().st_size > 1000
-    assert json.loads((tmp_path / "ablation.json").read_text())["baseline"] == "none"
+    saved = json.loads((tmp_path / "ablation.json").read_text())
+    assert saved["baseline"] == "none"
+    # the unpaired columns stay: mean ± std over seeds
+    assert saved["variants"]["meta"]["mean"]["mean"] == pytest.approx(0.74)
+    assert saved["variants"]["meta"]["mean"]["std"] == pytest.approx(0.03)
+    paired = saved["vs_baseline"]["meta"]["paired"]
+    assert paired["seeds"] == [0, 1, 2] and paired["n"] == 3
+    assert paired["differences"] == pytest.approx([0.01, 0.02, 0.03])
+    assert paired["mean_diff"] == pytest.approx(0.02) and paired["sd_diff"] == pytest.approx(0.01)
+    # MDE = (t(0.975, 2) + t(0.8, 2)) * sd / sqrt(3) = (4.3027 + 1.0607) * 0.01 / 1.7321
+    assert paired["mde"] == pytest.approx(0.030966, rel=1e-4)
+    # 1 resample in 27 is all 0.01 (all 0.03): more than the 2.5 % tails, so the interval is [0.01, 0.03]
+    assert paired["ci_low"] == pytest.approx(0.01) and paired["ci_high"] == pytest.approx(0.03)
+    # the paired t interval 0.02 ± 0.0248 holds 0 (t = 3.46, df = 2): not enough seeds to call it
+    assert paired["t_low"] == pytest.approx(0.02 - 0.024841, abs=1e-5) and paired["verdict"] == "no difference"
+    text = (tmp_path / "ablation.md").read_text()
+    assert "| variant | seeds | paired diff | 95 % CI (bootstrap) | 95 % CI (t) | MDE | verdict |" in text
+    assert "| meta | 3 | +0.0200 | [+0.0100, +0.0300] | [-0.0048, +0.0448] | 0.0310 | no difference |" in text
+    assert "| meta | 0.7400 ± 0.0300 |" in text
+
+
+def test_paired_comparisons_use_only_seeds_finished_for_both():
+    runs = {"none": {0: _scores(0.70), 1: _scores(0.72), 2: _scores(0.74)},
+            "meta": {0: _scores(0.72), 2: _scores(0.73)},  # seed 1 unfinished
+            "meta shuffled": {1: _scores(0.80), 2: _scores(0.75)}}
+    result = aggregate(runs)
+    vs_none = result["vs_baseline"]["meta"]["paired"]
+    assert vs_none["seeds"] == [0, 2] and vs_none["differences"] == pytest.approx([0.02, -0.01])
+    assert vs_none["mean_diff"] == pytest.approx(0.005) and vs_none["verdict"] == "no difference"
+    assert vs_none["ci_low"] == pytest.approx(-0.01) and vs_none["ci_high"] == pytest.approx(0.02)
+    assert vs_none["mde"] == pytest.approx((12.706205 + 1.376382) * 0.0212132 / 2 ** 0.5, rel=1e-4)
+    vs_placebo = result["vs_placebo"]["meta"]["paired"]
+    assert vs_placebo["seeds"] == [2] and vs_placebo["verdict"] == "too few seeds" and vs_placebo["ci_low"] is None
+    text = to_markdown(result, seeds=3)
+    assert "| meta | 2 | +0.0050 | [-0.0100, +0.0200] |" in text and "| no difference |" in text
+    assert "| meta | 1 | -0.0200 | – | – | – | too few seeds |" in text
 
 
 def test_variants_needing_class_names_fall_back_to_the_conv_head_by_the_registry(tmp_path, capsys):

@@ -21,3 +21,21 @@ def test_build_loss_follows_the_config_and_values_match_monai():
     assert focal(logits, targets).item() != pytest.approx(default(logits, targets).item())
     with pytest.raises(ConfigError, match=r"'train.loss' must be one of \['bce_dice', 'dice_focal'\]"):
         load_config(None, ["train.loss=focal"])
+
+
+def test_crops_turn_to_batch_dice_so_a_bone_absent_from_one_crop_is_not_a_total_loss():
+    cfg = load_config(None).train
+    per_image, on_crops = build_loss(cfg), build_loss(cfg, crops=True)
+    assert per_image.dice.batch is False and on_crops.dice.batch is True
+    assert build_loss(load_config(None, ["train.batch_dice=false"]).train, crops=True).dice.batch is False
+    assert build_loss(load_config(None, ["train.loss=dice_focal"]).train, crops=True).loss.dice.batch is True
+    # crop 0 shows class 0, crop 1 lacks it; the model predicts class 0 right in crop 0 and a little in crop 1
+    targets = torch.zeros(2, 1, 8, 8)
+    targets[0, 0, :4] = 1
+    logits = torch.full((2, 1, 8, 8), -8.0)
+    logits[0, 0, :4] = 8.0
+    logits[1, 0, 0, 0] = 8.0  # one stray pixel in the crop without the bone
+    image_dice = BCEDiceLoss(bce_weight=0.0)(logits, targets).item()
+    batch_dice = BCEDiceLoss(bce_weight=0.0, batch=True)(logits, targets).item()
+    assert image_dice == pytest.approx(0.5, abs=0.01)  # the absent bone's crop scores Dice ~0 for one pixel
+    assert batch_dice == pytest.approx(1 - 64 / 65, abs=0.01)  # over the batch: 32 right pixels, one wrong

@@ -295,3 +295,28 @@ def test_probe_command_writes_every_change_per_class(checkpoint, tiny_root, tmp_
     assert len(doc["images"]) == 2 and len(doc["changes"]) == 7
     assert all(len(c["per_class_dice"]) == 29 and 0.0 <= c["dice_vs_unchanged"] <= 1.0 for c in doc["changes"].values())
     assert "sex swapped" in capsys.readouterr().out
+
+
+def test_prediction_writes_the_facts_its_captions_used_and_evaluate_splits_bent_wrists(checkpoint, tiny_root, tmp_path):
+    files = sorted((tiny_root / "test" / "DCM").rglob("*.png"))
+    table = tmp_path / "angles.csv"
+    angles = [42.0 if i % 2 == 0 else 3.0 for i in range(len(files))]  # alternate bent / straight
+    pd.DataFrame({"image_id": [f.stem for f in files], "side": ["left"] * len(files),
+                  "wrist_angle_deg": angles}).to_csv(table, index=False)
+    out = tmp_path / "sub.csv"
+    assert predict_cli.main(["--checkpoint", str(checkpoint), "--images", str(tiny_root / "test" / "DCM"),
+                             "--with-meta", "--meta", str(tiny_root / "meta_data.xlsx"), "--derived-meta", str(table),
+                             "--out", str(out)]) == 0
+    facts = pd.read_csv(tmp_path / "sub_facts.csv", dtype={"image_id": str})
+    assert list(facts["image_id"]) == [f.stem for f in files] and list(facts["wrist_angle_deg"]) == angles
+    assert list(facts["bent_wrist"]) == [a >= 15 for a in angles]
+    from mmseg_text.engine.scoring import evaluate_submission
+
+    result = evaluate_submission(out, tiny_root / "test" / "outputs_json", facts=tmp_path / "sub_facts.csv")
+    wrist = result["wrist"]
+    assert (wrist["num_bent"], wrist["num_straight"]) == (sum(a >= 15 for a in angles), sum(a < 15 for a in angles))
+    per_image = {name: np.mean(list(row.values())) for name, row in result["per_image"].items()}
+    bent = [per_image[f.name] for f, a in zip(files, angles) if a >= 15]  # the subgroup mean is over its images
+    assert wrist["bent"] == pytest.approx(np.mean(bent), abs=1e-6)
+    total = (wrist["bent"] * wrist["num_bent"] + wrist["straight"] * wrist["num_straight"]) / len(files)
+    assert total == pytest.approx(result["mean_dice"], abs=1e-6)

@@ -51,6 +51,8 @@ def test_training_writes_summary_best_checkpoint_and_learns(uninterrupted):
     assert losses[-1] < losses[0]  # it learns something in 6 steps
     last = summary["last"]
     assert 0.0 < last["mean_dice"] <= 1.0
+    assert [step for step, _ in summary["val_curve"]] == [3, 6]  # eval_every=3: the learning curve
+    assert summary["val_curve"][-1][1] == pytest.approx(last["mean_dice"])
     assert set(last["grouped"]) == {"finger", "carpal", "forearm"}
     assert len(last["per_class"]) == 29
     best = run / "best"
@@ -85,6 +87,7 @@ def test_killed_run_resumed_matches_uninterrupted(uninterrupted, tmp_path):
     resumed = _train(config, f"output_dir={out}", "--resume", str(checkpoint))
     assert resumed["steps"] == reference["steps"]
     assert resumed["last"]["mean_dice"] == pytest.approx(reference["last"]["mean_dice"], abs=1e-4)
+    np.testing.assert_allclose(resumed["val_curve"], reference["val_curve"], atol=1e-4)  # kept across the resume
     _, reference_run, _ = uninterrupted
     np.testing.assert_allclose(logged_losses(out)[3:], logged_losses(reference_run)[3:], atol=1e-4)
 
