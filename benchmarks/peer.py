@@ -6,10 +6,10 @@ same seedable sampler (accelerate's SeedableRandomSampler, seed train.seed + epo
 split (ROOT/test/DCM) without TTA into a submission CSV scored by engine/scoring.evaluate_submission against
 ROOT/test/outputs_json: per-image Dice at each image's original resolution, the same code path for both.
   ours  configs/demo.yaml with text.mode=none (the peer reads no text): timm tf_efficientnet_lite0 with its
-        packaged ImageNet weights, our UNet decoder, BCE + per-image soft Dice, AdamW 3e-3 with warm-up and
-        cosine decay, flip + brightness/contrast; trained by engine/train.train (which validates and
-        checkpoints on its own schedule, inside its train_seconds: the timing is conservative for ours) and
-        predicted by engine/prediction.predict from output_dir/best, with the per-class thresholds the recipe
+        packaged ImageNet weights, our UNet decoder, the config's loss (the demo's: MONAI Dice + Focal), AdamW
+        3e-3 with warm-up and cosine decay, the config's augmentation (flip, rotation, brightness/contrast);
+        trained by engine/train.train (which validates and checkpoints on its own schedule, inside its
+        train_seconds: the timing is conservative for ours) and predicted by engine/prediction.predict from output_dir/best, with the per-class thresholds the recipe
         tuned on its validation fold
   peer  smp.Unet("resnet18", encoder_weights=None, in_channels=1): random init, input = cached pixels / 255,
         horizontal flip p=0.5 (seeded per epoch and sample), BCE + smp's soft Dice (multilabel), AdamW lr 1e-3
@@ -19,7 +19,7 @@ Reported per side: test mean Dice, Dice per class group, train seconds (the trai
 then dice_ratio_ours_over_peer (> 1: ours ahead, as it must stay), time_ratio_peer_over_ours and the machine.
 The sides run one after the other (--peer-first swaps them): run on a quiet machine for the timing.
 
-    .venv/bin/python benchmarks/peer.py [--steps 400] [--batch-size 4] [--root data/synthetic] [--threads N]
+    .venv/bin/python benchmarks/peer.py [--steps N] [--batch-size 4] [--root data/synthetic] [--threads N]
                                         [--out DIR] [--require-ahead]
 """
 from __future__ import annotations
@@ -54,7 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(DEMO_CONFIG), help="our recipe (default the demo's)")
     p.add_argument("--root", default=None, help="dataset root (default: the config's data.root)")
-    p.add_argument("--steps", type=int, default=400, help="optimizer steps of each side (default 400, the demo's)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimizer steps of each side (default: the config's train.max_steps)")
     p.add_argument("--batch-size", type=int, default=4, help="images per step of each side (default 4, the demo's)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="torch.set_num_threads (default: all cores)")
@@ -68,11 +69,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def our_config(args: argparse.Namespace, work: Path):
     from mmseg_text.config import load_config
 
-    overrides = ["text.mode=none", f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}",
-                 f"output_dir={work / 'ours'}", *args.overrides]
+    overrides = ["text.mode=none", f"train.batch_size={args.batch_size}", f"output_dir={work / 'ours'}"]
+    if args.steps is not None:
+        overrides.append(f"train.max_steps={args.steps}")
     if args.root:
         overrides.append(f"data.root={args.root}")
-    return load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides + list(args.overrides))
+    args.steps = cfg.train.max_steps  # the peer trains as many steps as ours
+    return cfg
 
 
 def score(csv: Path, root: Path, out: Path) -> dict[str, Any]:

@@ -103,6 +103,7 @@ class TrainConfig:
     batch_size: int = 8  # per process
     grad_accum: int = 1  # gradient accumulation steps
     lr: float = 1e-3
+    text_lr_scale: float = 1.0  # learning rate of the text-reading modules (conditioning blocks, gates, the text-query head's name projection) = lr * this
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     grad_clip: float = 1.0  # max grad norm; 0 disables
@@ -252,6 +253,8 @@ def validate(cfg: Config, *, explicit: Sequence[str] = ()) -> None:
     _check_choice("train.loss", cfg.train.loss, ("bce_dice", "dice_focal"))
     if not 0.0 <= cfg.data.copy_paste_p <= 1.0:
         raise ConfigError(f"config key 'data.copy_paste_p' must be in [0, 1], got {cfg.data.copy_paste_p}")
+    if not cfg.train.text_lr_scale > 0.0:
+        raise ConfigError(f"config key 'train.text_lr_scale' must be > 0, got {cfg.train.text_lr_scale}")
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ConfigError(f"config key 'train.ema_decay' must be in [0, 1), got {cfg.train.ema_decay}")
     _check_choice("predict.window_mode", cfg.predict.window_mode, ("gaussian", "constant"))

@@ -2,6 +2,7 @@
 
     mmseg-ablate --config configs/demo.yaml --seeds 2 --out runs/ablation [--variants none,meta] [key=value ...]
     mmseg-ablate --positive-control ...   # prompted bone groups: none vs cross_attn / film / text_query, each vs its shuffled prompt
+    mmseg-ablate --test ...               # also score every run on a labelled ROOT/test (bent / straight wrists apart)
 """
 from __future__ import annotations
 
@@ -23,14 +24,19 @@ def _body(argv: Sequence[str] | None) -> int:
                         help="the positive control (data.prompted_groups): " + ", ".join(v.name for v in POSITIVE_CONTROL))
     parser.add_argument("--variants", default=None,
                         help="comma-separated subset of: " + ", ".join(v.name for v in VARIANTS) + " (default: all)")
+    parser.add_argument("--test", action="store_true",
+                        help="also predict and score a labelled ROOT/test with each run's best/ export "
+                             "(prediction path, first-pass wrist angle; bent and straight wrists apart)")
     args = parser.parse_args(argv)
+    if args.test and args.positive_control:
+        raise ValueError("--test scores the full bone set; the positive control's targets are prompted subsets")
     table = POSITIVE_CONTROL if args.positive_control else VARIANTS
     wanted = [n.strip() for n in args.variants.split(",") if n.strip()] if args.variants else [v.name for v in table]
     unknown = sorted(set(wanted) - {v.name for v in table})
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {[v.name for v in table]}")
     variants = [v for v in table if v.name in wanted]
-    result = run_ablation(args.config, args.out, args.seeds, args.overrides, variants)
+    result = run_ablation(args.config, args.out, args.seeds, args.overrides, variants, test=args.test)
     print((Path(args.out) / "ablation.md").read_text())
     return 0 if result else 1
 

@@ -8,13 +8,14 @@ split would flatter every variant by a different amount.
 The design is paired: for one seed every variant shares the data order and augmentation draws (both
 seeded by ``train.seed`` alone) and the initial weights of every module they share (``build_model``),
 so each variant is judged by its per-seed differences to the reference (``paired_stats.py``): mean,
-bootstrap interval and the smallest effect the seeds could have detected.
+bootstrap interval and the smallest effect the seeds could have detected. The tables and plots: ``ablation_report.py``.
+
+With ``test=True`` (a labelled ROOT/test, as in the synthetic data) each run is also scored on the test split
+through the prediction path, bent and straight wrists apart (``held_out.py``).
 """
 from __future__ import annotations
 
 import json
-import math
-import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,10 +23,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from mmseg_text.config import load_config
+from mmseg_text.engine.ablation_report import (ALL_SUBSETS, SUBSETS, final_gates, mean_std, plot, plot_curves,
+                                               plot_gates, to_markdown)
+from mmseg_text.engine.held_out import held_out_scores, labelled_test_split, score_run, subgroup_facts
 from mmseg_text.engine.paired_stats import compare_paired
 from mmseg_text.models.registry import HEADS
 from mmseg_text.text.modes import parse_text_mode
-from mmseg_text.io import atomic_save_figure, atomic_write_json, atomic_write_text
+from mmseg_text.io import atomic_write_json, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ _TYPES = {"cross_attn": ("text.mode=meta", "model.conditioning=cross_attn", "mod
 POSITIVE_CONTROL = (Variant("none", ("text.mode=none", "model.conditioning=none", "model.head=conv", _PROMPTED)),) + tuple(
     v for name, sets in _TYPES.items()
     for v in (Variant(name, sets + (_PROMPTED,)), Variant(f"{name} shuffled", sets + (_PROMPTED, "text.shuffle=true"))))
-SUBSETS = ("mean", "finger", "carpal", "forearm", "bent", "straight")
+PAIRED_TEST_SUBSETS = ("test mean", "test bent", "test straight")  # also compared seed by seed, when scored
 
 
 def _run_dir(out: Path, variant: Variant, seed: int) -> Path:
@@ -75,12 +79,16 @@ def _with_head_fallback(config: str | None, overrides: list[str]) -> list[str]:
 
 
 def run_ablation(config: str | None, out: str | Path, seeds: int, overrides: Sequence[str] = (),
-                 variants: Sequence[Variant] = VARIANTS, launcher: Sequence[str] | None = None) -> dict[str, Any]:
+                 variants: Sequence[Variant] = VARIANTS, launcher: Sequence[str] | None = None,
+                 test: bool = False) -> dict[str, Any]:
+    """Train (or reuse) every variant x seed, then aggregate; ``test``: also score each run on ROOT/test."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     launcher = list(launcher or [sys.executable, "-m", "mmseg_text.cli.train"])
+    facts_csv = _test_facts_for(config, overrides, out) if test else None
     runs: dict[str, dict[int, dict[str, float]]] = {}
     curves: dict[str, dict[int, list]] = {}  # variant -> seed -> [[step, validation Dice], ...]
+    gates: dict[str, dict[int, list]] = {}  # variant -> seed -> [[step, [tanh g per gate]], ...] (text on)
     for variant in variants:
         run_overrides = _with_head_fallback(config, list(overrides) + list(variant.overrides))
         for seed in range(seeds):
@@ -93,14 +101,30 @@ def run_ablation(config: str | None, out: str | Path, seeds: int, overrides: Seq
                 subprocess.run(cmd, check=True)
             summary = json.loads(summary_path.read_text())
             runs.setdefault(variant.name, {})[seed] = _scores(summary)
+            if facts_csv is not None:
+                runs[variant.name][seed].update(held_out_scores(score_run(run_dir, facts_csv)))
             curves.setdefault(variant.name, {})[seed] = summary.get("val_curve") or []
+            if summary.get("gate_curve"):
+                gates.setdefault(variant.name, {})[seed] = summary["gate_curve"]
     result = aggregate(runs)
     result["curves"] = curves
+    result["gates"] = gates
     atomic_write_json(out / "ablation.json", result)
     atomic_write_text(out / "ablation.md", to_markdown(result, seeds))
     plot(result, out / "ablation.png")
     plot_curves(curves, out / "ablation_curves.png")
+    if gates:
+        plot_gates(gates, out / "ablation_gates.png")
     return result
+
+
+def _test_facts_for(config: str | None, overrides: Sequence[str], out: Path) -> Path:
+    """The study's test subgroups (from the test annotations), or an error naming the missing folder."""
+    data = load_config(config, list(overrides)).data
+    if not labelled_test_split(data.root):
+        raise FileNotFoundError(f"--test needs a labelled test split: no annotation JSONs under "
+                                f"{Path(data.root) / 'test' / 'outputs_json'} (images in {Path(data.root) / 'test' / 'DCM'})")
+    return subgroup_facts(data.root, data.classes, out / "test_facts.csv")
 
 
 def _scores(summary: dict[str, Any]) -> dict[str, float]:
@@ -109,10 +133,6 @@ def _scores(summary: dict[str, Any]) -> dict[str, float]:
     scores.update(last.get("grouped", {}))
     scores.update({k: v for k, v in last.get("wrist", {}).items() if v is not None})
     return scores
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def _by_seed(seed_scores: Mapping[int, dict[str, float]] | Sequence[dict[str, float]]) -> dict[int, dict[str, float]]:
@@ -131,37 +151,51 @@ def aggregate(runs: Mapping[str, Mapping[int, dict[str, float]] | Sequence[dict[
     for name, seed_scores in runs.items():
         table[name] = {}
         by_seed = _by_seed(seed_scores)
-        for subset in SUBSETS:
+        for subset in ALL_SUBSETS:
             seeds = [seed for seed, s in by_seed.items() if subset in s]
             values = [by_seed[seed][subset] for seed in seeds]
             if values:
-                m, sd = _mean_std(values)
+                m, sd = mean_std(values)
                 table[name][subset] = {"mean": m, "std": sd, "values": values, "seeds": seeds}
     placebo = next((n for n in table if "shuffled" in n), None)
-    vs_placebo: dict[str, dict[str, Any]] = {}
-    for name in table:  # each variant against its own shuffled twin when it has one, else the common placebo
+    result = {"variants": table, "baseline": BASELINE, "placebo": placebo,
+              "vs_baseline": _compare(table, BASELINE, skip={BASELINE}),
+              # Real captions against the shuffled ones: the test of whether what the captions *say* matters.
+              "vs_placebo": _against_placebo(table, placebo)}
+    scored = [s for s in PAIRED_TEST_SUBSETS if any(s in row for row in table.values())]
+    if scored:  # the held-out test split, the same comparisons per subset
+        result["test"] = {s: {"vs_baseline": _compare(table, BASELINE, skip={BASELINE}, subset=s),
+                              "vs_placebo": _against_placebo(table, placebo, subset=s)} for s in scored}
+    return result
+
+
+def _against_placebo(table: dict[str, dict[str, Any]], placebo: str | None, subset: str = "mean"
+                     ) -> dict[str, dict[str, Any]]:
+    """Each variant against its own shuffled twin when it has one, else the common placebo."""
+    verdicts: dict[str, dict[str, Any]] = {}
+    for name in table:
         if name == BASELINE or "shuffled" in name:
             continue
         reference = f"{name} shuffled" if f"{name} shuffled" in table else placebo
         if reference:
-            vs_placebo.update(_compare({name: table[name], reference: table[reference]}, reference, skip={reference}))
-    return {"variants": table, "baseline": BASELINE, "placebo": placebo,
-            "vs_baseline": _compare(table, BASELINE, skip={BASELINE}),
-            # Real captions against the shuffled ones: the test of whether what the captions *say* matters.
-            "vs_placebo": vs_placebo}
+            verdicts.update(_compare({name: table[name], reference: table[reference]}, reference, skip={reference},
+                                     subset=subset))
+    return verdicts
 
 
-def _compare(table: dict[str, dict[str, Any]], reference: str, skip: set) -> dict[str, dict[str, Any]]:
+def _compare(table: dict[str, dict[str, Any]], reference: str, skip: set, subset: str = "mean"
+             ) -> dict[str, dict[str, Any]]:
     verdicts = {}
-    ref = table.get(reference, {}).get("mean")
+    ref = table.get(reference, {}).get(subset)
     for name, row in table.items():
-        if name in skip or ref is None or "mean" not in row:
+        if name in skip or ref is None or subset not in row:
             continue
-        diff = row["mean"]["mean"] - ref["mean"]
-        spread = max(row["mean"]["std"], ref["std"])
+        cell = row[subset]
+        diff = cell["mean"] - ref["mean"]
+        spread = max(cell["std"], ref["std"])
         # With a handful of seeds, a difference smaller than the seed-to-seed spread is noise.
-        within = abs(diff) <= spread or spread == 0.0 and len(row["mean"]["values"]) < 2
-        paired = compare_paired(_seed_values(row["mean"]), _seed_values(ref))  # seeds finished for both
+        within = abs(diff) <= spread or spread == 0.0 and len(cell["values"]) < 2
+        paired = compare_paired(_seed_values(cell), _seed_values(ref))  # seeds finished for both
         verdicts[name] = {"diff": diff, "seed_spread": spread, "within_spread": bool(within),
                           "paired": paired.to_dict()}
     return verdicts
@@ -171,113 +205,5 @@ def _seed_values(cell: dict[str, Any]) -> dict[int, float]:
     return dict(zip(cell.get("seeds", range(len(cell["values"]))), cell["values"]))
 
 
-def _fmt(cell: dict[str, Any] | None) -> str:
-    return "–" if cell is None else f"{cell['mean']:.4f} ± {cell['std']:.4f}"
-
-
-def to_markdown(result: dict[str, Any], seeds: int) -> str:
-    lines = [f"# Text-conditioning ablation ({seeds} seeds per variant)", "",
-             "Validation mean Dice at the last step (mean ± std over seeds).", "",
-             "| variant | mean | fingers | carpals | forearm | bent wrists | straight wrists |",
-             "|---|---|---|---|---|---|---|"]
-    for name, row in result["variants"].items():
-        cells = [_fmt(row.get(s)) for s in SUBSETS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "## Against the no-text baseline", ""]
-    lines += _paired_lines(result["vs_baseline"]) + _verdict_lines(result["vs_baseline"], "no text")
-    if result.get("placebo"):
-        lines += ["", "## Against the placebo (shuffled captions: each variant against its own `<name> shuffled` twin, "
-                      f"else {result['placebo']})", ""]
-        lines += _paired_lines(result["vs_placebo"]) + _verdict_lines(result["vs_placebo"], "the shuffled captions")
-        lines += ["", "If real captions score like shuffled ones, a gain over no text does not come from what the "
-                      "captions say (extra parameters, regularisation or seed luck explain it as well)."]
-    return "\n".join(lines) + "\n"
-
-
-def _num(value: float | None, fmt: str) -> str:
-    return "–" if value is None else format(value, fmt)
-
-
-def _paired_lines(verdicts: dict[str, dict[str, Any]]) -> list[str]:
-    """The paired table: mean per-seed difference, its 95 % bootstrap interval, detectable effect, verdict."""
-    if not verdicts:
-        return []
-    lines = ["Paired by seed (same data order, augmentation and initial shared weights): mean Dice difference, "
-             "its 95 % bootstrap interval, and the minimum detectable effect (MDE, 80 % power, two-sided "
-             "alpha 0.05). \"No difference\" with an MDE larger than the effect that matters means too few "
-             "seeds, not equal variants.", "",
-             "| variant | seeds | paired diff | 95 % CI (bootstrap) | 95 % CI (t) | MDE | verdict |",
-             "|---|---|---|---|---|---|---|"]
-    for name, v in verdicts.items():
-        p = v["paired"]
-        ci = "–" if p["ci_low"] is None else f"[{p['ci_low']:+.4f}, {p['ci_high']:+.4f}]"
-        t_ci = "–" if p.get("t_low") is None else f"[{p['t_low']:+.4f}, {p['t_high']:+.4f}]"
-        lines.append(f"| {name} | {p['n']} | {_num(p['mean_diff'], '+.4f')} | {ci} | {t_ci} | {_num(p['mde'], '.4f')} "
-                     f"| {p['verdict']} |")
-    return lines + ["", "Unpaired, against the seed spread:", ""]
-
-
-def _verdict_lines(verdicts: dict[str, dict[str, Any]], against: str) -> list[str]:
-    lines = []
-    for name, v in verdicts.items():
-        if v["within_spread"]:
-            verdict = f"within the seed spread: no evidence that it differs from {against}"
-        else:
-            verdict = f"{'better' if v['diff'] > 0 else 'worse'} than {against} by more than the seed spread"
-        lines.append(f"- **{name}**: {v['diff']:+.4f} Dice (seed spread {v['seed_spread']:.4f}) — {verdict}.")
-    return lines
-
-
-def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(result["variants"])
-    subsets = [s for s in SUBSETS if any(s in result["variants"][n] for n in names)]
-    width = 0.8 / max(1, len(names))
-    fig, ax = plt.subplots(figsize=(1.6 * len(subsets) + 2, 4))
-    for i, name in enumerate(names):
-        row = result["variants"][name]
-        xs = [j + i * width for j in range(len(subsets))]
-        ax.bar(xs, [row[s]["mean"] if s in row else math.nan for s in subsets], width,
-               yerr=[row[s]["std"] if s in row else 0 for s in subsets], label=name, capsize=2)
-    ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(subsets))], subsets)
-    ax.set_ylabel("validation Dice")
-    lows = [result["variants"][n][s]["mean"] for n in names for s in subsets if s in result["variants"][n]]
-    ax.set_ylim(max(0.0, min(lows) - 0.05), 1.0)
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title("text conditioning ablation (mean ± std over seeds)")
-    fig.tight_layout()
-    atomic_save_figure(fig, path, dpi=110)
-
-
-def plot_curves(curves: Mapping[str, Mapping[int, Sequence[Sequence[float]]]], path: Path) -> None:
-    """Validation Dice against step per variant: mean over seeds, the band from the lowest to the highest seed.
-    Whether a study ran past the steep part of learning is read here."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for name, by_seed in curves.items():
-        points: dict[int, list[float]] = {}
-        for curve in by_seed.values():
-            for step, dice in curve:
-                points.setdefault(int(step), []).append(float(dice))
-        if not points:
-            continue
-        steps = sorted(points)
-        values = [np.asarray(points[s]) for s in steps]
-        line, = ax.plot(steps, [v.mean() for v in values], marker="o", ms=3, label=name)
-        ax.fill_between(steps, [v.min() for v in values], [v.max() for v in values], color=line.get_color(), alpha=0.15)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("validation mean Dice")
-    ax.set_title("learning curves (mean over seeds, band = seed range)")
-    if ax.lines:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_save_figure(fig, path, dpi=110)
+__all__ = ["ALL_SUBSETS", "BASELINE", "POSITIVE_CONTROL", "SUBSETS", "VARIANTS", "Variant", "aggregate",
+           "final_gates", "run_ablation", "to_markdown"]

@@ -34,7 +34,7 @@ from mmseg_text.engine.losses import build_loss
 from mmseg_text.engine.optim import build_optimizer, build_scheduler
 from mmseg_text.engine.validation import EvalResult, validate
 from mmseg_text.io import atomic_write_json, atomic_write_text
-from mmseg_text.models import build_model
+from mmseg_text.models import build_model, iter_gates
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class _Progress:
     best_dice: float = -1.0
     best_step: int = -1
     val_curve: list = field(default_factory=list)  # [step, validation mean Dice] per evaluation (kept on resume)
+    gate_curve: list = field(default_factory=list)  # [step, [tanh g of every text gate]] per evaluation (text on)
 
 
 def _make_accelerator(cfg: Config) -> Accelerator:
@@ -186,6 +187,7 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
                 scored = ema.module if ema is not None else model  # with EMA, the averaged weights are the model
                 last_eval = _validate(accelerator, scored, val_loader, text, catalogue, cfg, progress)
                 progress.val_curve.append([progress.step, last_eval.mean_dice])
+                _record_gates(accelerator, scored, progress)
                 if last_eval.mean_dice > progress.best_dice:
                     progress.best_dice, progress.best_step = last_eval.mean_dice, progress.step
                     _export_best(accelerator, scored, cfg, catalogue, data, last_eval)
@@ -235,6 +237,15 @@ def _stop_if_diverged(accelerator: Accelerator, loss: torch.Tensor, progress: _P
             "Lower train.lr, raise train.warmup_steps, or use train.mixed_precision=bf16 instead of fp16.")
 
 
+def _record_gates(accelerator: Accelerator, model: torch.nn.Module, progress: _Progress) -> None:
+    """How far each text gate has opened (tanh g; 0 = text ignored), into the summary and the tracker: whether
+    a text-on run that scores like text-off never opened its gates, or opened them to no avail."""
+    gates = [float(torch.tanh(g.detach())) for g in iter_gates(accelerator.unwrap_model(model))]
+    if gates:
+        progress.gate_curve.append([progress.step, gates])
+        accelerator.log({f"text/gate_{i}": value for i, value in enumerate(gates)}, step=progress.step)
+
+
 def _save_state(accelerator: Accelerator, cfg: Config, progress: _Progress) -> Path:
     state = {"progress": progress.__dict__.copy()}
     return save_training_state(accelerator, cfg.output_dir, progress.step, state, keep=cfg.train.keep_checkpoints)
@@ -278,6 +289,7 @@ def _summary(cfg: Config, catalogue: ClassCatalogue, progress: _Progress, last_e
         "best_val_mean_dice": progress.best_dice,
         "best": json.loads(best_path.read_text()) if best_path.exists() else None,
         "val_curve": progress.val_curve,  # the learning curve; the loss curve is in the tracker
+        "gate_curve": progress.gate_curve,  # [step, [tanh g per text gate]] at each evaluation; [] without text
         "last": last_eval.to_dict(catalogue) if last_eval else None,
         "final_train_loss": final_loss,  # mean over the last logging window; the full curve is in the tracker
         "train_seconds": round(elapsed, 2),

@@ -146,6 +146,17 @@ class FiLMConditioner(nn.Module):
         return self.film(x, context.pooled)
 
 
+def text_parameters(module: nn.Module) -> List[nn.Parameter]:
+    """Parameters that only read text: every conditioning block (its gates included) and what a module lists in
+    ``text_submodules()`` (the text-query head's name projection). ``train.text_lr_scale`` sets their learning rate."""
+    params: dict[int, nn.Parameter] = {}
+    for m in module.modules():
+        parts = [m] if isinstance(m, (GatedCrossAttention, FiLM)) else list(getattr(m, "text_submodules", list)())
+        for part in parts:
+            params.update((id(p), p) for p in part.parameters())
+    return list(params.values())
+
+
 def iter_gates(module: nn.Module) -> List[nn.Parameter]:
     """Every gate in ``module``. Zeroed, every conditioning block is the identity and the forward equals the
     conditioning=none network with the same weights (tests open them to check that text reaches the logits)."""

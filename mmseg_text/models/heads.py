@@ -52,6 +52,10 @@ class TextQueryHead(nn.Module):
         self.logit_scale = nn.Parameter(torch.ones(()))
         self.class_bias = nn.Parameter(torch.full((num_classes,), PRIOR_LOGIT))
 
+    def text_submodules(self) -> list[nn.Module]:
+        """What reads only text (``models.text_parameters``): the projection of the bone-name embeddings."""
+        return [self.class_proj]
+
     def forward(self, x: Tensor, context: Optional[TextContext] = None) -> Tensor:
         if context is None or context.class_embeddings is None:
             raise ValueError("the text_query head needs context.class_embeddings (K, D), the bone-name "

@@ -28,6 +28,19 @@ def tiny_config_dict(root: Path, out: Path, cache: Path) -> dict:
     }
 
 
+def train_tiny_run(tiny_root: Path, base: Path) -> Path:
+    """Train the tiny config for 4 steps (one validation, best/ exported) under ``base``; return its config path."""
+    from mmseg_text.config import load_config
+    from mmseg_text.engine.train import train
+
+    doc = tiny_config_dict(tiny_root, base / "run", base / "cache")
+    doc["train"].update({"max_steps": 4, "checkpoint_every": 0, "eval_every": 4})
+    cfg_path = base / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(doc))
+    train(load_config(cfg_path))
+    return cfg_path
+
+
 @pytest.fixture
 def tiny_config(tiny_root, tmp_path) -> Path:
     path = tmp_path / "tiny.yaml"

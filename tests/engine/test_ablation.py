@@ -127,3 +127,25 @@ def test_ablation_trains_through_the_package_not_the_scripts_folder(tmp_path, mo
     ablation.run_ablation(None, tmp_path, seeds=1, variants=[VARIANTS[0]])
     assert commands and commands[0][:3] == [sys.executable, "-m", "mmseg_text.cli.train"]
     assert "text.mode=none" in commands[0] and "model.conditioning=none" in commands[0]
+
+
+def test_gate_trajectories_are_summarised_per_variant_and_plotted(tmp_path):
+    # Text-on runs carry gate_curve; the ablation reports each gate's last value (mean ± std over seeds) and plots them.
+    variants = [VARIANTS[0], Variant("meta", ("text.mode=meta",))]
+    for variant in variants:
+        for seed, last_gate in enumerate((0.10, 0.30)):
+            run = tmp_path / variant.name / f"seed{seed}"
+            run.mkdir(parents=True)
+            summary = {"last": {"mean_dice": 0.7, "grouped": {}, "wrist": {}}, "val_curve": [[100, 0.7]]}
+            if variant.name == "meta":
+                summary["gate_curve"] = [[50, [0.0, -0.01]], [100, [last_gate, -0.02]]]
+            (run / "summary.json").write_text(json.dumps(summary))
+    result = run_ablation(None, tmp_path, seeds=2, variants=variants, launcher=["false"])
+    assert set(result["gates"]) == {"meta"}  # no text, no gates
+    from mmseg_text.engine.ablation import final_gates
+
+    (m0, sd0), (m1, sd1) = final_gates(result["gates"]["meta"])
+    assert m0 == pytest.approx(0.20) and sd0 == pytest.approx(0.1414214, rel=1e-5)
+    assert m1 == pytest.approx(-0.02) and sd1 == pytest.approx(0.0)
+    assert "| meta | +0.200 ± 0.141, -0.020 ± 0.000 |" in (tmp_path / "ablation.md").read_text()
+    assert (tmp_path / "ablation_gates.png").stat().st_size > 1000

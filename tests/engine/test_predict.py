@@ -8,18 +8,15 @@ import numpy as np
 import torch
 import pandas as pd
 import pytest
-import yaml
 
-from mmseg_text.config import load_config
 from mmseg_text.cli import predict as predict_cli
 from mmseg_text.cli import train as train_cli
 from mmseg_text.cli.evaluate import main as evaluate_main
 from mmseg_text.engine.prediction import ImageFiles, PredictOptions, Predictor
-from mmseg_text.engine.train import train
 from mmseg_text.data.images import read_image
 from mmseg_text.rle import read_submission, rle_decode
 
-from .conftest import tiny_config_dict
+from .conftest import train_tiny_run
 
 pytestmark = pytest.mark.slow
 
@@ -27,11 +24,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def checkpoint(tiny_root, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("predict")
-    doc = tiny_config_dict(tiny_root, base / "run", base / "cache")
-    doc["train"].update({"max_steps": 4, "checkpoint_every": 0, "eval_every": 4})
-    cfg_path = base / "tiny.yaml"
-    cfg_path.write_text(yaml.safe_dump(doc))
-    train(load_config(cfg_path))
+    train_tiny_run(tiny_root, base)
     return base / "run" / "best"
 
 

@@ -58,6 +58,15 @@ def test_training_writes_summary_best_checkpoint_and_learns(uninterrupted):
     best = run / "best"
     weights = load_file(best / "model.safetensors")
     assert any("gate" in k for k in weights)  # the text-conditioned model was saved
+    # the gate trajectory: tanh g of every gate at each evaluation, the last one as saved in best/ (step 6 is best
+    # or not; the summary's last entry is the final model's)
+    gate_keys = sorted(k for k in weights if k.endswith("gate"))
+    assert [step for step, _ in summary["gate_curve"]] == [3, 6]
+    assert all(len(gates) == len(gate_keys) for _, gates in summary["gate_curve"])
+    assert any(abs(g) > 1e-4 for g in summary["gate_curve"][-1][1])  # 6 AdamW steps move the zero-initialised gates
+    if summary["best_step"] == 6:
+        assert sorted(summary["gate_curve"][-1][1]) == pytest.approx(
+            sorted(float(np.tanh(weights[k].item())) for k in gate_keys), abs=1e-6)
     thresholds = json.loads((best / "thresholds.json").read_text())
     assert len(thresholds["thresholds"]) == 29 and all(0.0 < t < 1.0 for t in thresholds["thresholds"])
     saved = load_config(run / "config.yaml")  # the resolved config round-trips
@@ -88,6 +97,7 @@ def test_killed_run_resumed_matches_uninterrupted(uninterrupted, tmp_path):
     assert resumed["steps"] == reference["steps"]
     assert resumed["last"]["mean_dice"] == pytest.approx(reference["last"]["mean_dice"], abs=1e-4)
     np.testing.assert_allclose(resumed["val_curve"], reference["val_curve"], atol=1e-4)  # kept across the resume
+    assert [step for step, _ in resumed["gate_curve"]] == [step for step, _ in reference["gate_curve"]]
     _, reference_run, _ = uninterrupted
     np.testing.assert_allclose(logged_losses(out)[3:], logged_losses(reference_run)[3:], atol=1e-4)
 
