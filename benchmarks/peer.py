@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from progress_log import log  # benchmarks/ is this script's folder, first on sys.path
+
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
 
@@ -189,13 +191,6 @@ def run_peer(cfg, root: Path, work: Path, args: argparse.Namespace, device: torc
 
 
 # ---- main
-_STARTED = time.perf_counter()
-
-
-def log(message: str) -> None:
-    print(f"[{time.perf_counter() - _STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from mmseg_text.engine.demo_data import ensure_demo_data
 

@@ -52,6 +52,7 @@ from typing import Any
 
 import torch
 from model_step import status_kb  # benchmarks/ is this script's folder, first on sys.path
+from progress_log import log
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
@@ -482,13 +483,6 @@ def count_passes(predictor, run: Callable[[], Any]) -> dict[str, Any]:
 
 
 # ---- main
-_STARTED = time.perf_counter()
-
-
-def log(message: str) -> None:
-    print(f"[{time.perf_counter() - _STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)

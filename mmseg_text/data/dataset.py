@@ -24,7 +24,7 @@ from mmseg_text.data.crops import check_crop_sizes, pick_origin
 from mmseg_text.data.index import DatasetError, ImageFacts
 from mmseg_text.data.layout import ImageRecord
 from mmseg_text.data.preprocess import Preprocessor
-from mmseg_text.data.prompts import GroupPrompt
+from mmseg_text.data.prompts import GroupPrompt, with_prompt
 from mmseg_text.data.transforms import Augmenter, flip_side
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class SegmentationDataset(Dataset):
         if self.caption_fn is not None:
             sample["caption"] = self.caption_fn(sample)
             if "prompt" in sample:
-                sample["caption"] += " " + sample["prompt"]
+                sample["caption"] = with_prompt(sample["caption"], sample["prompt"])
         return sample
 
 

@@ -18,6 +18,12 @@ from typing import Sequence
 import numpy as np
 
 
+def with_prompt(caption: str, sentence: str) -> str:
+    """The caption a prompted sample is given: its own caption, then the request. Training encodes every such
+    caption up front (``data_setup``), so the dataset and the cache warm-up must join them the same way."""
+    return f"{caption} {sentence}"
+
+
 @dataclass(frozen=True)
 class GroupPrompt:
     class_groups: tuple[str, ...]  # the catalogue group of each class, in class order

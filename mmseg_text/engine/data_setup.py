@@ -16,7 +16,7 @@ from mmseg_text.data.copy_paste import CopyPaste
 from mmseg_text.data.dataset import SegmentationDataset
 from mmseg_text.data.index import DataIndex, build_index, cache_dir_of
 from mmseg_text.data.preprocess import Preprocessor
-from mmseg_text.data.prompts import GroupPrompt
+from mmseg_text.data.prompts import GroupPrompt, with_prompt
 from mmseg_text.data.transforms import Augmenter, build_train_transforms
 from mmseg_text.engine.text_side import TextSide, build_text_side
 from mmseg_text.models.encoders import encoder_data_config
@@ -60,7 +60,7 @@ def build_run_data(cfg: Any, catalogue: ClassCatalogue, *, progress: bool = True
     caption_fn = None
     if text is not None:  # one caption function over every image of the run (the placebo pairs across all)
         caption_fn = text.caption_fn(index.meta_by_image(), index.person_by_image())
-        suffixes = [" " + s for s in prompts[0].sentences()] if prompts else [""]
+        suffixes = [with_prompt("", s) for s in prompts[0].sentences()] if prompts else [""]
         text.prepare_training(caption_fn, index, suffixes=suffixes)
     preprocess = build_preprocessor(cfg)
     train = make_dataset(cfg, train_index, catalogue, preprocess, name="train", transforms=build_train_transforms(cfg.data),

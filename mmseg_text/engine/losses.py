@@ -37,7 +37,7 @@ class BCEDiceLoss(nn.Module):
 
 
 class DiceFocalLossFP32(nn.Module):
-    """MONAI's ``DiceFocalLoss`` (sigmoid, per-image Dice, focal gamma 2) computed in fp32."""
+    """MONAI's ``DiceFocalLoss`` (sigmoid, per-image or batch Dice, focal gamma 2) computed in fp32."""
 
     def __init__(self, dice_weight: float = 1.0, focal_weight: float = 1.0, batch: bool = False):
         super().__init__()
