@@ -33,7 +33,7 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
-# Same numbers as mmseg_text/engine/demo_data.py (used when train.py finds no data).
+# Same numbers as mmseg_text/training/demo_data.py (used when train.py finds no data).
 data: install
 	$(PY) scripts/make_synthetic.py --out $(DEMO_DATA) --ids 40 --size 512 --seed 0 --skip-existing
 	$(PY) scripts/check_data.py $(DEMO_DATA)

@@ -42,7 +42,7 @@ from mmseg_text.data.dataset import SegmentationDataset
 from mmseg_text.data.index import ImageFacts
 from mmseg_text.data.layout import ImageRecord, find_images
 from mmseg_text.data.metadata import find_metadata_file, load_metadata, person_meta
-from mmseg_text.engine.data_setup import build_preprocessor
+from mmseg_text.training.data_setup import build_preprocessor
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_ROOT = REPO / ".cache" / "bench_synthetic_2048"

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from mmseg_text.config import ModelConfig
-from mmseg_text.engine.cpu_memory import keep_freed_memory
+from mmseg_text.cpu_memory import keep_freed_memory
 from mmseg_text.models import TextContext, build_model, count_parameters
 
 META_TOKENS = 30

@@ -3,13 +3,13 @@
 Both sides train on the training split of the same fold of --root (build_run_data: the same images, the same
 cached 256 px pixels and masks), --steps optimizer steps of --batch-size images each, the sample order of the
 same seedable sampler (accelerate's SeedableRandomSampler, seed train.seed + epoch), and both predict the test
-split (ROOT/test/DCM) without TTA into a submission CSV scored by engine/scoring.evaluate_submission against
+split (ROOT/test/DCM) without TTA into a submission CSV scored by evaluation/scoring.evaluate_submission against
 ROOT/test/outputs_json: per-image Dice at each image's original resolution, the same code path for both.
   ours  configs/demo.yaml with text.mode=none (the peer reads no text): timm tf_efficientnet_lite0 with its
         packaged ImageNet weights, our UNet decoder, the config's loss (the demo's: MONAI Dice + Focal), AdamW
         3e-3 with warm-up and cosine decay, the config's augmentation (flip, rotation, brightness/contrast);
-        trained by engine/train.train (which validates and checkpoints on its own schedule, inside its
-        train_seconds: the timing is conservative for ours) and predicted by engine/prediction.predict from output_dir/best, with the per-class thresholds the recipe
+        trained by training/loop.train (which validates and checkpoints on its own schedule, inside its
+        train_seconds: the timing is conservative for ours) and predicted by inference/predictor.predict from output_dir/best, with the per-class thresholds the recipe
         tuned on its validation fold
   peer  smp.Unet("resnet18", encoder_weights=None, in_channels=1): random init, input = cached pixels / 255,
         horizontal flip p=0.5 (seeded per epoch and sample), BCE + smp's soft Dice (multilabel), AdamW lr 1e-3
@@ -82,7 +82,7 @@ def our_config(args: argparse.Namespace, work: Path):
 
 
 def score(csv: Path, root: Path, out: Path) -> dict[str, Any]:
-    from mmseg_text.engine.scoring import evaluate_submission, write_evaluation
+    from mmseg_text.evaluation.scoring import evaluate_submission, write_evaluation
 
     result = evaluate_submission(csv, root / "test" / "outputs_json", root / "test" / "DCM")
     write_evaluation(result, out)
@@ -93,8 +93,8 @@ def score(csv: Path, root: Path, out: Path) -> dict[str, Any]:
 
 # ---- ours
 def run_ours(cfg, root: Path, work: Path) -> dict[str, Any]:
-    from mmseg_text.engine.prediction import PredictOptions, predict
-    from mmseg_text.engine.train import train
+    from mmseg_text.inference.predictor import PredictOptions, predict
+    from mmseg_text.training.loop import train
 
     summary = train(cfg)
     csv = work / "ours_submission.csv"
@@ -131,9 +131,9 @@ def run_peer(cfg, root: Path, work: Path, args: argparse.Namespace, device: torc
     from accelerate.data_loader import SeedableRandomSampler
 
     from mmseg_text.catalogue import load_catalogue
-    from mmseg_text.engine.data_setup import build_run_data
-    from mmseg_text.engine.inference import find_image_files
-    from mmseg_text.engine.prediction import ImageFiles, collate_images
+    from mmseg_text.training.data_setup import build_run_data
+    from mmseg_text.inference.image_files import find_image_files
+    from mmseg_text.inference.predictor import ImageFiles, collate_images
     from mmseg_text.rle import rle_encode, write_submission
 
     catalogue = load_catalogue(cfg.data.classes)
@@ -192,7 +192,7 @@ def run_peer(cfg, root: Path, work: Path, args: argparse.Namespace, device: torc
 
 # ---- main
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from mmseg_text.engine.demo_data import ensure_demo_data
+    from mmseg_text.training.demo_data import ensure_demo_data
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)

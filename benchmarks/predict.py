@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads (default: all cores)")
     p.add_argument("--allocator", choices=["glibc", "keep"], default="glibc",
                    help="glibc: the default policy, as mmseg-predict runs; keep: freed memory stays in the process "
-                        "(engine/cpu_memory.keep_freed_memory, as training on CPU)")
+                        "(mmseg_text/cpu_memory.keep_freed_memory, as training on CPU)")
     p.add_argument("--device", default="cpu", help="cpu | cuda (peak RSS is host memory either way)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true",
@@ -138,8 +138,8 @@ def bench_config(args: argparse.Namespace, *, text: bool = True, root: Path | No
 def export_random_model(args: argparse.Namespace, root: Path, work: Path) -> tuple[Path, int]:
     """Export the config's model with random weights; returns (directory, text tower width)."""
     from mmseg_text.catalogue import load_catalogue
-    from mmseg_text.engine.data_setup import build_preprocessor
-    from mmseg_text.engine.export import export_model
+    from mmseg_text.training.data_setup import build_preprocessor
+    from mmseg_text.inference.model_dir import export_model
     from mmseg_text.models import build_model
     from mmseg_text.text import build_text_tower
 
@@ -157,7 +157,7 @@ def export_random_model(args: argparse.Namespace, root: Path, work: Path) -> tup
 def dataset_images(args: argparse.Namespace, work: Path) -> tuple[Path, Path, list[Path]]:
     """(root, folder of the images predicted, their files). The folder holds links IDxxx/<name>.png to the
     root's train and test images, so that predict() sees one tree and person_facts() the person folders."""
-    from mmseg_text.engine.inference import find_image_files
+    from mmseg_text.inference.image_files import find_image_files
 
     if args.root:
         root = Path(args.root)
@@ -218,7 +218,7 @@ def paired(seconds: dict[str, list[float]], numerator: str, denominator: str) ->
 # ---- 1. batched vs per image
 def batched_vs_per_image(args: argparse.Namespace, exported: Path, folder: Path, files: Sequence[Path],
                          work: Path) -> dict[str, Any]:
-    from mmseg_text.engine.prediction import ImageFiles, PredictOptions, Predictor, collate_images, predict
+    from mmseg_text.inference.predictor import ImageFiles, PredictOptions, Predictor, collate_images, predict
 
     def options(batch: int) -> PredictOptions:
         return PredictOptions(batch_size=batch, tta_hflip=False, tta_scales=[1.0], device=args.device)
@@ -290,7 +290,7 @@ def windows_per_side(size: int, window: int, overlap: float) -> int:
 def window_case(args: argparse.Namespace, text: bool):
     """(windows, full, model): closures over one model built for --window px and one --big-size image."""
     from mmseg_text.catalogue import load_catalogue
-    from mmseg_text.engine.forward import WindowOptions, model_probabilities
+    from mmseg_text.inference.tiling import WindowOptions, model_probabilities
     from mmseg_text.models import TextContext, build_model
 
     cfg = bench_config(args, text=text, image_size=args.window)
@@ -408,7 +408,7 @@ def _window_batch_default() -> int:
 # ---- 3. ensemble cost with the first pass
 def ensemble_cost(args: argparse.Namespace, exported: Path, root: Path, files: Sequence[Path]) -> dict[str, Any]:
     from mmseg_text.data.metadata import find_metadata_file
-    from mmseg_text.engine.prediction import ImageFiles, PredictOptions, Predictor, collate_images
+    from mmseg_text.inference.predictor import ImageFiles, PredictOptions, Predictor, collate_images
 
     meta = find_metadata_file(root)
     if meta is None:
@@ -487,7 +487,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.allocator == "keep":
-        from mmseg_text.engine.cpu_memory import keep_freed_memory
+        from mmseg_text.cpu_memory import keep_freed_memory
 
         keep_freed_memory()
     if args.worker:

@@ -30,7 +30,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mmseg_text.engine.paired_stats import compare_paired
+from mmseg_text.studies.paired_stats import compare_paired
 
 REPO = Path(__file__).resolve().parent.parent
 FINGERTIPS = ["finger-1", "finger-4", "finger-8", "finger-12", "finger-16"]

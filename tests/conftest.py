@@ -14,9 +14,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from pathlib import Path  # noqa: E402  (the environment must be set before any hub library loads)
 
 import pytest  # noqa: E402
+import yaml  # noqa: E402
 
 from mmseg_text.catalogue import ClassCatalogue, load_catalogue  # noqa: E402
 from mmseg_text.data.synthetic import generate_dataset  # noqa: E402
+
+from . import runs  # noqa: E402
 
 TINY_IDS = 6
 TINY_SIZE = 256
@@ -33,3 +36,10 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny_synthetic")
     generate_dataset(root, ids=TINY_IDS, size=TINY_SIZE, seed=TINY_SEED, progress=False)
     return root
+
+
+@pytest.fixture
+def tiny_config(tiny_root, tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(runs.tiny_config_dict(tiny_root, tmp_path / "run", tmp_path / "cache")))
+    return path

@@ -32,7 +32,7 @@ from mmseg_text.cli import check_data as check_cli
 from mmseg_text.cli import predict as predict_cli
 from mmseg_text.cli import train as train_cli
 
-from .engine.conftest import REPO, script_env, tiny_config_dict
+from tests.runs import REPO, script_env, tiny_config_dict
 
 pytestmark = pytest.mark.slow
 

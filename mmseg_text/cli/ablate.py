@@ -14,7 +14,7 @@ from mmseg_text.cli.common import add_config_args, run_main
 
 
 def _body(argv: Sequence[str] | None) -> int:
-    from mmseg_text.engine.ablation import POSITIVE_CONTROL, VARIANTS, run_ablation
+    from mmseg_text.studies.ablation import POSITIVE_CONTROL, VARIANTS, run_ablation
 
     parser = argparse.ArgumentParser(prog="mmseg-ablate", description=__doc__.splitlines()[0])
     add_config_args(parser, default_config=None)

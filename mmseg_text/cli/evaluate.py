@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _body(argv: Optional[Sequence[str]]) -> int:
-    from mmseg_text.engine.scoring import evaluate_submission, format_markdown, write_evaluation
+    from mmseg_text.evaluation.scoring import evaluate_submission, format_markdown, write_evaluation
 
     args = build_parser().parse_args(argv)
     result = evaluate_submission(args.pred, args.gt, args.images, args.classes, progress=not args.no_progress,

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _body(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from mmseg_text.engine.prediction import PredictOptions, predict
+    from mmseg_text.inference.predictor import PredictOptions, predict
 
     options = PredictOptions(with_meta=args.with_meta, meta_file=args.meta, derived_meta=args.derived_meta,
                              tta_hflip=args.tta, tta_scales=args.tta_scales, batch_size=args.batch_size,

@@ -22,9 +22,9 @@ def _body(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from mmseg_text.engine.inference import find_image_files
-    from mmseg_text.engine.prediction import ImageFiles, PredictOptions, Predictor
-    from mmseg_text.engine.probe import probe
+    from mmseg_text.inference.image_files import find_image_files
+    from mmseg_text.inference.predictor import ImageFiles, PredictOptions, Predictor
+    from mmseg_text.studies.probe import probe
     from mmseg_text.io import atomic_write_json
 
     predictor = Predictor(args.checkpoint, PredictOptions(with_meta=True, meta_file=args.meta))

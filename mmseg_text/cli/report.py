@@ -9,7 +9,7 @@ from mmseg_text.cli.common import run_main
 
 
 def _body(argv: Optional[Sequence[str]]) -> int:
-    from mmseg_text.engine.report import write_report
+    from mmseg_text.evaluation.report import write_report
 
     parser = argparse.ArgumentParser(prog="mmseg-report", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")

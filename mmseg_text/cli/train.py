@@ -1,7 +1,7 @@
-"""``mmseg-train`` / ``accelerate launch scripts/train.py``: config + overrides -> ``engine.train.train``.
+"""``mmseg-train`` / ``accelerate launch scripts/train.py``: config + overrides -> ``training.loop.train``.
 
 With no ``--config`` it runs ``configs/demo.yaml`` (when the checkout has it) and makes the synthetic
-dataset first when absent. ``--folds all`` trains every fold (engine/kfold.py).
+dataset first when absent. ``--folds all`` trains every fold (training/kfold.py).
 """
 from __future__ import annotations
 
@@ -27,16 +27,16 @@ def _body(argv: Sequence[str] | None) -> int:
     cfg = config_from_args(args)
     import torch
 
-    from mmseg_text.engine.cpu_memory import keep_freed_memory
-    from mmseg_text.engine.demo_data import ensure_demo_data
-    from mmseg_text.engine.train import train
+    from mmseg_text.cpu_memory import keep_freed_memory
+    from mmseg_text.training.demo_data import ensure_demo_data
+    from mmseg_text.training.loop import train
 
     # A process-wide allocator setting belongs to the process entry point, not to the library call.
     if not torch.cuda.is_available() and keep_freed_memory():
         logger.info("CPU training: freed memory is kept in the process (glibc mallopt)")
     ensure_demo_data(cfg)
     if args.folds:
-        from mmseg_text.engine.kfold import train_folds
+        from mmseg_text.training.kfold import train_folds
 
         if args.resume:
             raise ValueError("--folds resumes every fold by itself; leave out --resume")

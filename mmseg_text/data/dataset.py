@@ -21,11 +21,12 @@ from mmseg_text.data.copy_paste import CopyPaste, paste_bone
 from mmseg_text.data.cache import (SAMPLE_ERRORS, CachedSample, Origin, build_cache, crop_sample, load_or_build,
                                    load_window, preprocess_sample)
 from mmseg_text.data.crops import check_crop_sizes, pick_origin
-from mmseg_text.data.index import DatasetError, ImageFacts
+from mmseg_text.data.facts import ImageFacts, flip_side
+from mmseg_text.data.index import DatasetError
 from mmseg_text.data.layout import ImageRecord
 from mmseg_text.data.preprocess import Preprocessor
 from mmseg_text.data.prompts import GroupPrompt, with_prompt
-from mmseg_text.data.transforms import Augmenter, flip_side
+from mmseg_text.data.transforms import Augmenter
 
 logger = logging.getLogger(__name__)
 __all__ = ["DatasetError", "SegmentationDataset", "collate"]

@@ -22,23 +22,13 @@ from mmseg_text.data.layout import ImageRecord, find_images
 from mmseg_text.data.metadata import find_metadata_file, load_metadata, person_meta
 from mmseg_text.data.splits import assign_folds
 from mmseg_text.data.wrist import BENT_WRIST_THRESHOLD_DEG, derive_metadata
+from mmseg_text.data.facts import SIDES, ImageFacts  # noqa: F401  (ImageFacts: part of the index's API)
 from mmseg_text.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-SIDES = ("left", "right", "unknown")
-
-
 class DatasetError(ValueError):
     """Samples cannot be used; the message names the files (or use data.skip_bad_samples)."""
-
-
-@dataclass(frozen=True)
-class ImageFacts:
-    """What is known of one image before augmentation: hand side and the caption's metadata."""
-
-    side: str = "unknown"  # 'left' | 'right' | 'unknown' (always unknown without hand geometry)
-    meta: dict[str, Any] = field(default_factory=dict)  # age, sex, weight, height, wrist_angle_deg, bent_wrist
 
 
 @dataclass

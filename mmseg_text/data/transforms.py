@@ -104,10 +104,6 @@ def is_mirrored(applied: Sequence[tuple[str, Mapping[str, Any]]]) -> bool:
     return count % 2 == 1
 
 
-def flip_side(side: str) -> str:
-    return {"left": "right", "right": "left"}.get(side, side)
-
-
 def build_transforms(specs: Sequence[Mapping[str, Any]], *, seed: Optional[int] = None) -> Augmenter:
     return Augmenter([build_transform(s, f"data.augment[{i}]") for i, s in enumerate(specs or [])], seed=seed)
 

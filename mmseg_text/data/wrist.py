@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from mmseg_text.catalogue import ClassCatalogue, HandGeometryBones
 from mmseg_text.data.annotations import load_annotation
+from mmseg_text.data.facts import UNKNOWN_FACTS
 from mmseg_text.data.layout import ImageRecord
 
 BENT_WRIST_THRESHOLD_DEG = 30.0   # real hands are straight within ±20° or bent 40-60°; 30° splits them
@@ -77,7 +78,6 @@ def hand_facts(polygons: Polygons, bones: HandGeometryBones) -> dict[str, Any]:
             "bent_wrist": abs(angle) >= BENT_WRIST_THRESHOLD_DEG}
 
 
-UNKNOWN_FACTS: dict[str, Any] = {"side": "unknown", "wrist_angle_deg": None, "bent_wrist": None}
 
 
 def hand_facts_from_masks(masks: np.ndarray, catalogue: ClassCatalogue) -> dict[str, Any]:

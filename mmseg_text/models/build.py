@@ -1,13 +1,13 @@
-"""Build a segmenter from ``cfg.model`` (a plain lookup), and save / load checkpoint directories.
+"""Build a segmenter from ``cfg.model`` (a plain lookup), and save / load model directories (the exported ``best/``).
 
-A checkpoint directory holds
+A model directory holds
   model.safetensors   the state dict (no pickle)
   config.yaml         the full run config mapping (data / text / model / train / predict / output_dir)
   model_meta.json     what the config does not say: num_classes, text_dim, image_size, in_chans
   <extra>.json        optional, e.g. thresholds.json
 and is written to a temporary sibling directory first, then renamed into place, so a crash never
-leaves a half-written checkpoint. ``load_model`` rebuilds the model from config.yaml + model_meta.json
-(never downloading encoder weights: the checkpoint has them) and loads the tensors strictly.
+leaves a half-written model directory. ``load_model`` rebuilds the model from config.yaml + model_meta.json
+(never downloading encoder weights: the directory has them) and loads the tensors strictly.
 """
 from __future__ import annotations
 
@@ -27,22 +27,21 @@ import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mmseg_text import choices
 from mmseg_text.config import ConfigError, ModelConfig
 from mmseg_text.io import atomic_write_json, atomic_write_text, write_failure
+from mmseg_text.run_layout import CONFIG_FILE, META_FILE, WEIGHTS_FILE
 
 from .decoder import UNetDecoder
 from .encoders import TimmEncoder
 from .registry import HEADS, lookup
 from .segmenter import TextConditionedSegmenter
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.yaml"
-META_FILE = "model_meta.json"
 META_VERSION = 1
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is damaged (truncated, corrupt, not what save_checkpoint wrote); names the file."""
+class ModelDirError(ValueError):
+    """A model directory file is damaged (truncated, corrupt, not what save_model_dir wrote); names the file."""
 
 
 def _raise_write_failure(err: Exception, directory: Path) -> None:
@@ -53,13 +52,13 @@ def _raise_write_failure(err: Exception, directory: Path) -> None:
     raise failure from err
 
 
-def read_checkpoint_file(path: Path, parse: Callable[[str], Any], kind: str) -> Any:
-    """``parse`` of a checkpoint file's text; a damaged file is a CheckpointError naming it."""
+def read_model_file(path: Path, parse: Callable[[str], Any], kind: str) -> Any:
+    """``parse`` of a checkpoint file's text; a damaged file is a ModelDirError naming it."""
     try:
         return parse(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:  # JSONDecodeError is a ValueError
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"{path}: the checkpoint is damaged: {kind} does not parse ({detail}); "
+        raise ModelDirError(f"{path}: the checkpoint is damaged: {kind} does not parse ({detail}); "
                               "re-export the checkpoint or use another one") from None
 
 def as_model_config(model_cfg: ModelConfig | Mapping[str, Any]) -> ModelConfig:
@@ -106,8 +105,9 @@ def build_model(model_cfg: ModelConfig | Mapping[str, Any], *, num_classes: int,
     (a text tower loading, say) change nothing; building twice under one seed gives the same model.
     """
     cfg = as_model_config(model_cfg)
-    head_spec = lookup(HEADS, "model.head", cfg.head)
-    reads_text = cfg.conditioning != "none" or cfg.head == "text_query"
+    build_head = lookup(HEADS, "model.head", cfg.head)
+    reads_text = (lookup(choices.CONDITIONINGS, "model.conditioning", cfg.conditioning).reads_text
+                  or choices.HEADS[cfg.head].needs_class_embeddings)
     if reads_text and text_dim is None:
         raise ConfigError(f"model.conditioning={cfg.conditioning!r} / model.head={cfg.head!r} read text: "
                           "build_model needs text_dim (the text tower width)")
@@ -121,7 +121,7 @@ def build_model(model_cfg: ModelConfig | Mapping[str, Any], *, num_classes: int,
                               condition_stages=cfg.condition_stages, text_dim=text_dim, attn_heads=cfg.attn_heads,
                               attn_ff_mult=cfg.attn_ff_mult, dropout=cfg.dropout, norm=cfg.norm)
     with _seeded_init(component_seed(base_seed, f"head:{cfg.head}")):
-        head = head_spec.build(decoder.out_channels, num_classes, text_dim, cfg.query_dim)
+        head = build_head(decoder.out_channels, num_classes, text_dim, cfg.query_dim)
     return TextConditionedSegmenter(encoder, decoder, head)
 
 
@@ -137,7 +137,7 @@ def _config_mapping(cfg: Any) -> Dict[str, Any]:
     elif dataclasses.is_dataclass(cfg):
         cfg = dataclasses.asdict(cfg)
     if not isinstance(cfg, Mapping) or not isinstance(cfg.get("model"), Mapping):
-        raise ValueError("save_checkpoint needs the full run config mapping (with a 'model' section)")
+        raise ValueError("save_model_dir needs the full run config mapping (with a 'model' section)")
     return dict(cfg)
 
 
@@ -154,13 +154,13 @@ def _plain_file_name(name: str) -> str:
     return name
 
 
-def save_checkpoint(directory: str | Path, model: TextConditionedSegmenter, cfg: Any, *,
+def save_model_dir(directory: str | Path, model: TextConditionedSegmenter, cfg: Any, *,
                     extra: Optional[Mapping[str, Any]] = None, text_files: Optional[Mapping[str, str]] = None) -> Path:
     """Write ``directory`` (model.safetensors, config.yaml, model_meta.json, extra files) atomically.
 
     ``extra`` maps file names to JSON-able objects, e.g. ``{"thresholds.json": {...}}``; ``text_files`` maps
     file names to text written as is (the class catalogue and caption templates a model was trained with).
-    An existing checkpoint directory is replaced as a whole.
+    An existing model directory is replaced as a whole.
     """
     directory = Path(directory)
     cfg_dict = _config_mapping(cfg)
@@ -204,21 +204,21 @@ def save_checkpoint(directory: str | Path, model: TextConditionedSegmenter, cfg:
 
 def load_model(directory: str | Path, map_location: str | torch.device = "cpu"
                ) -> Tuple[TextConditionedSegmenter, Dict[str, Any]]:
-    """Rebuild the model of a checkpoint directory (in eval mode) and return it with the run config."""
+    """Rebuild the model of a model directory (in eval mode) and return it with the run config."""
     directory = Path(directory)
     files = {"weights": directory / WEIGHTS_FILE, "config": directory / CONFIG_FILE, "meta": directory / META_FILE}
     for path in files.values():
         if not path.is_file():
-            raise FileNotFoundError(f"{directory}: no {path.name} (a checkpoint directory holds {WEIGHTS_FILE}, "
-                                    f"{CONFIG_FILE} and {META_FILE}, written by save_checkpoint)")
-    cfg = read_checkpoint_file(files["config"], yaml.safe_load, "the YAML")
+            raise FileNotFoundError(f"{directory}: no {path.name} (a model directory holds {WEIGHTS_FILE}, "
+                                    f"{CONFIG_FILE} and {META_FILE}, written by save_model_dir)")
+    cfg = read_model_file(files["config"], yaml.safe_load, "the YAML")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
-        raise CheckpointError(f"{files['config']}: expected the run config mapping with a 'model' section")
-    meta = read_checkpoint_file(files["meta"], json.loads, "the JSON")
+        raise ModelDirError(f"{files['config']}: expected the run config mapping with a 'model' section")
+    meta = read_model_file(files["meta"], json.loads, "the JSON")
     lacking = [k for k in ("num_classes", "text_dim", "image_size", "in_chans")
                if not isinstance(meta, dict) or k not in meta]
     if lacking:
-        raise CheckpointError(f"{files['meta']}: the checkpoint is damaged: no {lacking} in it")
+        raise ModelDirError(f"{files['meta']}: the checkpoint is damaged: no {lacking} in it")
     if meta.get("format_version") != META_VERSION:
         raise ValueError(f"{files['meta']}: format_version {meta.get('format_version')!r}, expected {META_VERSION}")
     # The checkpoint carries the encoder weights: never download / read the original ones again.
@@ -229,7 +229,7 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu"
         state = load_file(str(files["weights"]), device="cpu")
     except Exception as err:  # noqa: BLE001 - SafetensorError (a bare Exception subclass), OSError
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"{files['weights']}: the checkpoint is damaged (truncated or corrupt: {detail}); "
+        raise ModelDirError(f"{files['weights']}: the checkpoint is damaged (truncated or corrupt: {detail}); "
                               "re-export it or use another checkpoint") from None
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]

@@ -1,25 +1,21 @@
-"""The one registry of model choices: conditioning blocks, heads and decoder norms.
+"""The model registries: ``model.conditioning`` / ``model.head`` / ``model.norm`` names -> factories.
 
-Config validation (``config.validate``) and the builders read these tables and nothing else, so adding a
-conditioning type means writing its block (``conditioning.py``) and one line here. Every table is filled
-here, explicitly: no choice depends on some module having been imported first.
+The names and what they mean (does a conditioning read text, does a head need class-name embeddings) live
+in :mod:`mmseg_text.choices`, which config validation reads; the builders read these tables. Adding a
+conditioning type means writing its block (``conditioning.py``), one line here and one in ``choices.py``;
+``tests/test_registries.py`` fails when the two disagree. Every table is filled here, explicitly.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
 from torch import nn
 
+from mmseg_text.choices import lookup  # noqa: F401  (the builders' lookup, re-exported)
+
 from .conditioning import CrossAttentionConditioner, FiLMConditioner
 from .heads import ConvHead, TextQueryHead
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    build: Callable[..., nn.Module]  # (in_channels, num_classes, text_dim, query_dim) -> head
-    needs_class_embeddings: bool  # reads the bone-name embeddings: text.mode must include classes
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -34,20 +30,12 @@ CONDITIONINGS: Mapping[str, Optional[Callable[..., nn.Module]]] = {
     "film": FiLMConditioner,
 }
 
-# model.head -> how to build it and what text it reads.
-HEADS: Mapping[str, HeadSpec] = {
-    "conv": HeadSpec(lambda in_ch, k, text_dim, query_dim: ConvHead(in_ch, k), needs_class_embeddings=False),
-    "text_query": HeadSpec(lambda in_ch, k, text_dim, query_dim: TextQueryHead(in_ch, text_dim, query_dim, num_classes=k),
-                           needs_class_embeddings=True),
+# model.head -> factory (in_channels, num_classes, text_dim, query_dim) -> head; what text it reads: choices.HEADS.
+HEADS: Mapping[str, Callable[..., nn.Module]] = {
+    "conv": lambda in_ch, k, text_dim, query_dim: ConvHead(in_ch, k),
+    "text_query": lambda in_ch, k, text_dim, query_dim: TextQueryHead(in_ch, text_dim, query_dim, num_classes=k),
 }
 
 # model.norm -> decoder normalisation layer. "group" uses per-sample statistics: results do not depend on
 # the batch size or on how a batch is split across processes.
 NORMS: Mapping[str, Callable[[int], nn.Module]] = {"batch": nn.BatchNorm2d, "group": _group_norm}
-
-
-def lookup(table: Mapping[str, Any], key: str, value: Any) -> Any:
-    """``table[value]``; an unknown value is a ValueError naming the config key and the choices."""
-    if value not in table:
-        raise ValueError(f"config key '{key}' must be one of {list(table)}, got {value!r}")
-    return table[value]

@@ -9,7 +9,6 @@
 """
 from mmseg_text.text.cache import CACHE_FORMAT, TextEmbeddingCache, identity_dirname
 from mmseg_text.text.captions import CaptionBuilder, CaptionFn, is_missing, normalise_side
-from mmseg_text.text.modes import TEXT_MODES, TextMode, parse_text_mode
 from mmseg_text.text.templates import CaptionTemplateError, CaptionTemplates, load_templates
 from mmseg_text.text.encoder import (
     FIX_HINT,
@@ -27,7 +26,7 @@ from mmseg_text.text.encoder import (
 )
 
 __all__ = [
-    "CACHE_FORMAT", "TEXT_MODES", "TextMode", "parse_text_mode", "FIX_HINT", "OPEN_CLIP_CONFIG_DIR",
+    "CACHE_FORMAT", "FIX_HINT", "OPEN_CLIP_CONFIG_DIR",
     "CaptionBuilder", "CaptionFn", "CaptionTemplateError", "CaptionTemplates",
     "HFTextTower", "OpenClipTextTower", "TextEmbeddingCache", "TextFeatures", "TextTower", "TextWeightsError",
     "build_hf_tower", "build_open_clip_tower", "build_text_tower", "identity_dirname", "is_missing",

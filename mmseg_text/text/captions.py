@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from mmseg_text.catalogue import ClassCatalogue
+from mmseg_text.data.facts import flip_side, normalise_side
 from mmseg_text.data.metadata import normalise_sex
-from mmseg_text.text.modes import TextMode, parse_text_mode
+from mmseg_text.choices import TextMode, parse_text_mode
 from mmseg_text.text.templates import load_templates
-_FLIPPED_SIDE = {"left": "right", "right": "left", "unknown": "unknown"}
 
 # --------------------------------------------------------------------------- value normalisation
 
@@ -81,13 +81,6 @@ def _sex(value: Any) -> Optional[str]:
         return normalise_sex(value)
     except ValueError:
         return None
-
-
-def normalise_side(value: Any) -> str:
-    if is_missing(value):
-        return "unknown"
-    word = str(value).strip().lower()
-    return {"left": "left", "l": "left", "right": "right", "r": "right"}.get(word, "unknown")
 
 
 def _flag(value: Any) -> Optional[bool]:
@@ -298,7 +291,7 @@ class CaptionFn:
         """Every caption this sample can get under augmentation (its side and the flipped side): warm-up set."""
         side = normalise_side(sample.get("side"))
         meta = self._meta_for(sample)
-        captions = [self.builder.caption_for_image({"side": s, "meta": meta}) for s in (side, _FLIPPED_SIDE[side])]
+        captions = [self.builder.caption_for_image({"side": s, "meta": meta}) for s in (side, flip_side(side))]
         return list(dict.fromkeys(captions))
 
 

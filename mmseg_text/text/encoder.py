@@ -20,7 +20,9 @@ Pretrained weights never fall back silently to a random tower: when they cannot 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Mapping
+
+from mmseg_text.choices import lookup
 
 from mmseg_text.text.hf_tower import HFTextTower, build_hf_tower, resolve_hf_path
 from mmseg_text.text.open_clip_tower import (
@@ -39,21 +41,24 @@ from mmseg_text.text.tower import (
 )
 
 
+# text.tower -> factory (text config) -> tower; the names are choices.TEXT_TOWERS.
+TOWER_REGISTRY: Mapping[str, Callable[[Any], TextTower]] = {
+    "open_clip": lambda text_cfg: build_open_clip_tower(str(text_cfg.model), text_cfg.pretrained),
+    "hf": lambda text_cfg: build_hf_tower(str(text_cfg.hf_path)),
+}
+
+
 def build_text_tower(text_cfg: Any) -> TextTower:
     """``TextConfig`` -> frozen :class:`TextTower` (its embeddings are cached; it is never trained).
 
-    ``text.hf_path`` set: a local Hugging Face encoder; otherwise open_clip ``text.model`` with
-    ``text.pretrained`` (a tag, a local weights file, or null = explicit seeded random init).
+    ``text.tower=open_clip``: ``text.model`` with ``text.pretrained`` (a tag, a local weights file, or null =
+    explicit seeded random init); ``text.tower=hf``: a local Hugging Face encoder (``text.hf_path``).
     Raises :class:`TextWeightsError` when the weights cannot be loaded (never a silent random tower).
     """
-    hf_path = getattr(text_cfg, "hf_path", None)
-    if hf_path:
-        tower: TextTower = build_hf_tower(str(hf_path))
-    else:
-        tower = build_open_clip_tower(str(getattr(text_cfg, "model")), getattr(text_cfg, "pretrained", None))
-    return tower.freeze()
+    kind = getattr(text_cfg, "tower", None) or ("hf" if getattr(text_cfg, "hf_path", None) else "open_clip")
+    return lookup(TOWER_REGISTRY, "text.tower", kind)(text_cfg).freeze()
 
 
-__all__ = ["FIX_HINT", "HFTextTower", "OPEN_CLIP_CONFIG_DIR", "OpenClipTextTower", "TextFeatures", "TextTower",
+__all__ = ["TOWER_REGISTRY", "FIX_HINT", "HFTextTower", "OPEN_CLIP_CONFIG_DIR", "OpenClipTextTower", "TextFeatures", "TextTower",
            "TextWeightsError", "build_hf_tower", "build_open_clip_tower", "build_text_tower",
            "register_open_clip_configs", "resolve_hf_path"]

@@ -14,9 +14,9 @@ from typing import Any
 import yaml
 
 from mmseg_text.assets import resolve_data_file
+from mmseg_text.data.facts import SIDES
 
 DEFAULT_TEMPLATES = "caption_templates"
-SIDES = ("left", "right", "unknown")
 
 # Template key -> placeholders it may use. Anything else in the YAML is a typo and an error.
 _PLACEHOLDERS: dict[str, set[str]] = {

@@ -25,7 +25,8 @@ from mmseg_text.data.masks import polygons_to_masks
 from mmseg_text.data.metadata import load_metadata, person_meta
 from mmseg_text.data.preprocess import Preprocessor, apply_clahe
 from mmseg_text.data.synthetic import TRUTH_FILE
-from mmseg_text.data.transforms import build_transforms, flip_side
+from mmseg_text.data.facts import flip_side
+from mmseg_text.data.transforms import build_transforms
 from mmseg_text.data.wrist import DERIVED_COLUMNS, derive_metadata
 
 SIZE = 64  # model input; tiny_root's sources are 256 px

@@ -10,7 +10,7 @@ from mmseg_text.data.dataset import SegmentationDataset
 from mmseg_text.data.index import build_index
 from mmseg_text.data.preprocess import Preprocessor
 from mmseg_text.data.prompts import GroupPrompt
-from mmseg_text.engine.ablation import POSITIVE_CONTROL, aggregate
+from mmseg_text.studies.ablation import POSITIVE_CONTROL, aggregate
 
 
 def test_subsets_draws_and_masks(catalogue):

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from mmseg_text.config import DataConfig
-from mmseg_text.data.transforms import (Augmenter, build_train_transforms, build_transforms,
-                                        flip_side, is_mirrored)
+from mmseg_text.data.facts import flip_side
+from mmseg_text.data.transforms import Augmenter, build_train_transforms, build_transforms, is_mirrored
 
 
 def _image_and_masks():

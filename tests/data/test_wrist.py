@@ -17,9 +17,10 @@ from mmseg_text.catalogue import HandGeometryBones, load_catalogue
 from mmseg_text.cli import derive_meta
 from mmseg_text.data.annotations import load_annotation
 from mmseg_text.data.layout import find_images
+from mmseg_text.data.facts import UNKNOWN_FACTS
 from mmseg_text.data.masks import polygons_to_masks
 from mmseg_text.data.synthetic import TRUTH_FILE, generate_dataset
-from mmseg_text.data.wrist import (BENT_WRIST_THRESHOLD_DEG, DERIVED_COLUMNS, UNKNOWN_FACTS, WristGeometryError,
+from mmseg_text.data.wrist import (BENT_WRIST_THRESHOLD_DEG, DERIVED_COLUMNS, WristGeometryError,
                                    derive_metadata, hand_facts, hand_facts_from_masks, hand_side_from_polygons,
                                    wrist_angle_from_polygons)
 

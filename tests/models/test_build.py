@@ -9,7 +9,7 @@ import yaml
 
 from mmseg_text.config import Config, ConfigError
 from mmseg_text.models import (CONFIG_FILE, META_FILE, WEIGHTS_FILE, build_model, iter_gates, load_model,
-                               save_checkpoint)
+                               save_model_dir)
 
 from .conftest import NUM_CLASSES, TEXT_DIM, TINY_SWIN, images, make_context, tiny_cfg
 
@@ -55,7 +55,7 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path, conditioning, he
     cfg = tiny_cfg(conditioning=conditioning, head=head)
     model = _trained_like(build_model(cfg, num_classes=NUM_CLASSES, text_dim=TEXT_DIM, image_size=64))
     thresholds = {"finger-1": 0.4, "Radius": 0.55}
-    out = save_checkpoint(tmp_path / "best", model, _run_config(cfg), extra={"thresholds.json": thresholds})
+    out = save_model_dir(tmp_path / "best", model, _run_config(cfg), extra={"thresholds.json": thresholds})
     assert sorted(os.listdir(out)) == sorted([WEIGHTS_FILE, CONFIG_FILE, META_FILE, "thresholds.json"])
     assert sorted(os.listdir(tmp_path)) == ["best"]  # no temporary directory left behind
     loaded, run_cfg = load_model(out)
@@ -71,7 +71,7 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path, conditioning, he
 def test_swin_checkpoint_keeps_its_input_size(tmp_path):
     cfg = tiny_cfg("swin_tiny_patch4_window7_224", encoder_kwargs=dict(TINY_SWIN))
     model = _trained_like(build_model(cfg, num_classes=3, text_dim=TEXT_DIM, image_size=128, in_chans=1))
-    loaded, _ = load_model(save_checkpoint(tmp_path / "ck", model, _run_config(cfg)))
+    loaded, _ = load_model(save_model_dir(tmp_path / "ck", model, _run_config(cfg)))
     x, ctx = images(1, 128, in_chans=1), make_context(1, classes=3)
     with torch.no_grad():
         assert torch.equal(model(x, ctx), loaded(x, ctx))
@@ -81,7 +81,7 @@ def test_load_never_fetches_encoder_weights_again(tmp_path):
     cfg = tiny_cfg(conditioning="none")
     model = build_model(cfg, num_classes=3)
     saved = _run_config(dataclasses.replace(cfg, encoder_weights="timm"))  # would need the hub
-    out = save_checkpoint(tmp_path / "ck", model, saved)
+    out = save_model_dir(tmp_path / "ck", model, saved)
     loaded, run_cfg = load_model(out)
     assert run_cfg["model"]["encoder_weights"] == "timm"
     assert torch.equal(loaded.encoder.model.conv1.weight, model.encoder.model.conv1.weight)
@@ -90,8 +90,8 @@ def test_load_never_fetches_encoder_weights_again(tmp_path):
 def test_save_replaces_an_existing_checkpoint(tmp_path):
     cfg = tiny_cfg(conditioning="none")
     first, second = build_model(cfg, num_classes=3), _trained_like(build_model(cfg, num_classes=3))
-    save_checkpoint(tmp_path / "ck", first, _run_config(cfg), extra={"thresholds": {"a": 1}})
-    save_checkpoint(tmp_path / "ck", second, _run_config(cfg))
+    save_model_dir(tmp_path / "ck", first, _run_config(cfg), extra={"thresholds": {"a": 1}})
+    save_model_dir(tmp_path / "ck", second, _run_config(cfg))
     assert sorted(os.listdir(tmp_path)) == ["ck"] and not (tmp_path / "ck" / "thresholds.json").exists()
     loaded, _ = load_model(tmp_path / "ck")
     assert torch.equal(loaded.head.conv.weight, second.head.conv.weight)
@@ -100,9 +100,9 @@ def test_save_replaces_an_existing_checkpoint(tmp_path):
 def test_failed_save_leaves_the_old_checkpoint(tmp_path):
     cfg = tiny_cfg(conditioning="none")
     model = build_model(cfg, num_classes=3)
-    save_checkpoint(tmp_path / "ck", model, _run_config(cfg))
+    save_model_dir(tmp_path / "ck", model, _run_config(cfg))
     with pytest.raises(TypeError):
-        save_checkpoint(tmp_path / "ck", model, _run_config(cfg), extra={"bad.json": {"x": object()}})
+        save_model_dir(tmp_path / "ck", model, _run_config(cfg), extra={"bad.json": {"x": object()}})
     assert sorted(os.listdir(tmp_path)) == ["ck"]
     assert sorted(os.listdir(tmp_path / "ck")) == sorted([WEIGHTS_FILE, CONFIG_FILE, META_FILE])
 
@@ -110,9 +110,9 @@ def test_failed_save_leaves_the_old_checkpoint(tmp_path):
 def test_config_must_describe_the_model(tmp_path):
     model = build_model(tiny_cfg(conditioning="none"), num_classes=3)
     with pytest.raises(ValueError, match="does not describe the model"):
-        save_checkpoint(tmp_path / "ck", model, _run_config(tiny_cfg(conditioning="film")))
+        save_model_dir(tmp_path / "ck", model, _run_config(tiny_cfg(conditioning="film")))
     with pytest.raises(ValueError, match="full run config mapping"):
-        save_checkpoint(tmp_path / "ck", model, {"encoder": "resnet18"})
+        save_model_dir(tmp_path / "ck", model, {"encoder": "resnet18"})
 
 
 def test_directory_without_weights_is_one_clear_error(tmp_path):
@@ -128,7 +128,7 @@ def test_directory_without_weights_is_one_clear_error(tmp_path):
 
 def test_weights_of_another_model_are_rejected(tmp_path):
     cfg = tiny_cfg(conditioning="none")
-    out = save_checkpoint(tmp_path / "ck", build_model(cfg, num_classes=3), _run_config(cfg))
+    out = save_model_dir(tmp_path / "ck", build_model(cfg, num_classes=3), _run_config(cfg))
     other = _run_config(tiny_cfg(conditioning="none", decoder_channels=[16, 16, 16, 8, 8]))
     (out / CONFIG_FILE).write_text(yaml.safe_dump(other))
     with pytest.raises(RuntimeError, match="does not match the model"):
@@ -139,7 +139,7 @@ def test_group_norm_model_round_trip(tmp_path):
     cfg = tiny_cfg(conditioning="film", norm="group")
     model = _trained_like(build_model(cfg, num_classes=3, text_dim=TEXT_DIM))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.decoder.modules())
-    loaded, _ = load_model(save_checkpoint(tmp_path / "ck", model, _run_config(cfg)))
+    loaded, _ = load_model(save_model_dir(tmp_path / "ck", model, _run_config(cfg)))
     x, ctx = images(1), make_context(1, classes=3)
     with torch.no_grad():
         assert torch.equal(model(x, ctx), loaded(x, ctx))

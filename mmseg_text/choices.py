@@ -1,0 +1,80 @@
+"""The names a config may choose, and what each name means: the floor that config validation stands on.
+
+Each table here lists a choice's names with the properties validation needs (does a conditioning read text,
+does a head need class-name embeddings). The factories live in registries next to their code, one per job:
+
+    model.conditioning / model.head / model.norm   models/registry.py     CONDITIONINGS, HEADS, NORMS
+    train.loss                                      training/losses.py     LOSS_REGISTRY
+    train.averaging                                 training/averaging.py  AVERAGING_REGISTRY
+    predict.window_mode                             inference/tiling.py    WINDOW_MODE_REGISTRY
+    text.tower                                      text/encoder.py        TOWER_REGISTRY
+
+and ``tests/test_registries.py`` asserts that every registry's keys equal its table's names. This module
+imports nothing heavy (no torch), so ``import mmseg_text.config`` stays fast.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class ConditioningChoice:
+    reads_text: bool  # builds text-reading blocks (so text.mode must make captions)
+
+
+@dataclass(frozen=True)
+class HeadChoice:
+    needs_class_embeddings: bool  # reads the bone-name embeddings: text.mode must include classes
+
+
+CONDITIONINGS: Mapping[str, ConditioningChoice] = {
+    "none": ConditioningChoice(reads_text=False),
+    "cross_attn": ConditioningChoice(reads_text=True),
+    "film": ConditioningChoice(reads_text=True),
+}
+HEADS: Mapping[str, HeadChoice] = {
+    "conv": HeadChoice(needs_class_embeddings=False),
+    "text_query": HeadChoice(needs_class_embeddings=True),
+}
+NORMS = ("batch", "group")
+LOSSES = ("bce_dice", "dice_focal")
+AVERAGING = ("none", "ema", "swa")  # weight averaging: none | timm's EMA | stochastic weight averaging
+WINDOW_MODES = ("gaussian", "constant")
+TEXT_TOWERS = ("open_clip", "hf")  # open_clip: text.model + text.pretrained; hf: a local Hugging Face encoder (text.hf_path)
+MIXED_PRECISIONS = ("no", "fp16", "bf16")
+TEXT_MODES = ("none", "classes", "meta", "meta+classes")
+
+
+def lookup(table: Mapping[str, Any] | tuple, key: str, value: Any) -> Any:
+    """``table[value]`` (or ``value`` for a tuple of names); an unknown value is a ValueError naming the key."""
+    names = list(table)
+    if value not in names:
+        raise ValueError(f"config key '{key}' must be one of {names}, got {value!r}")
+    return table[value] if isinstance(table, Mapping) else value
+
+
+# ---- text.mode, parsed once into what it means; nothing else inspects the string.
+#     none          no text at all: no tower, no conditioning module
+#     classes       one caption per class (its name and description): K tokens shared by every image
+#     meta          one caption per image (patient metadata and derived facts)
+#     meta+classes  both
+
+@dataclass(frozen=True)
+class TextMode:
+    name: str
+    uses_meta: bool  # a caption per image
+    uses_classes: bool  # a caption per class
+
+    @property
+    def enabled(self) -> bool:
+        return self.uses_meta or self.uses_classes
+
+
+def parse_text_mode(mode: "str | TextMode") -> TextMode:
+    """The meaning of a ``text.mode`` value; an unknown value is an error listing the choices."""
+    if isinstance(mode, TextMode):
+        return mode
+    lookup(TEXT_MODES, "text.mode", mode)
+    parts = set(mode.split("+"))
+    return TextMode(name=mode, uses_meta="meta" in parts, uses_classes="classes" in parts)

@@ -1,1 +1,0 @@
-"""Engine: training, evaluation, inference and ablations. Imports data/text/models; never imported by them."""

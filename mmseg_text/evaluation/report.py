@@ -1,0 +1,78 @@
+"""The demo report: training summary, test-set Dice at original resolution, a per-class chart, overlays."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+from mmseg_text.io import atomic_save_figure, atomic_write_text
+from mmseg_text.run_layout import RunLayout
+
+OVERLAYS_SHOWN = 3
+
+
+def per_class_chart(evaluation: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(evaluation["per_class"])
+    values = [evaluation["per_class"][n] for n in names]
+    groups = evaluation.get("class_groups", {})
+    palette = {"finger": "#4C72B0", "carpal": "#DD8452", "forearm": "#55A868"}
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    ax.bar(range(len(names)), values, color=[palette.get(groups.get(n, ""), "#8172B3") for n in names])
+    ax.axhline(evaluation["mean_dice"], color="black", lw=1, ls="--", label=f"mean {evaluation['mean_dice']:.3f}")
+    ax.set_xticks(range(len(names)), names, rotation=70, fontsize=8)
+    ax.set_ylim(max(0.0, min(values) - 0.1), 1.0)
+    ax.set_ylabel("Dice (original resolution)")
+    ax.legend(loc="lower left")
+    ax.set_title("per-class Dice on the synthetic test split (blue fingers, orange carpals, green forearm)")
+    fig.tight_layout()
+    atomic_save_figure(fig, path, dpi=100)
+    return path
+
+
+def write_report(run_dir: str | Path, evaluation_json: str | Path, overlays: Sequence[Path] = (),
+                 wall_seconds: float | None = None) -> Path:
+    """``run_dir/report.md`` with the figures next to it; paths in the report are relative to run_dir."""
+    run_dir = Path(run_dir)
+    summary = json.loads(RunLayout(run_dir).summary.read_text())
+    evaluation = json.loads(Path(evaluation_json).read_text())
+    chart = per_class_chart(evaluation, run_dir / "per_class_dice.png")
+    cfg = summary["config"]
+    lines = [
+        "# mmseg-text demo report", "",
+        f"Model: `{cfg['model']['encoder']}` encoder, conditioning `{cfg['model']['conditioning']}`, head "
+        f"`{cfg['model']['head']}`, text mode `{cfg['text']['mode']}`, {_resolution(cfg['data'])}.", "",
+        "| | value |", "|---|---:|",
+        f"| **test mean Dice (original resolution)** | **{evaluation['mean_dice']:.4f}** |",
+    ]
+    lines += [f"| test Dice, {group} | {value:.4f} |" for group, value in evaluation.get("groups", {}).items()]
+    lines += [
+        f"| test images | {evaluation['num_images']} |",
+        f"| best validation mean Dice (training resolution) | {summary['best_val_mean_dice']:.4f} (step {summary['best_step']}) |",
+        f"| optimizer steps | {summary['steps']} |",
+        f"| training time | {summary['train_seconds']:.0f} s ({summary['images_per_second']} images/s) |",
+    ]
+    if wall_seconds is not None:
+        lines.append(f"| demo wall time (data + train + predict + evaluate) | {wall_seconds:.0f} s |")
+    lines += ["", f"![per-class Dice]({chart.name})", ""]
+    if overlays:
+        lines += ["## Predictions on test images", ""]
+        for overlay in list(overlays)[:OVERLAYS_SHOWN]:
+            lines.append(f"![{overlay.stem}]({os.path.relpath(Path(overlay).resolve(), run_dir.resolve())})")
+        lines.append("")
+    lines += ["## Per-class Dice", "", "| class | Dice |", "|---|---:|"]
+    lines += [f"| {name} | {value:.4f} |" for name, value in evaluation["per_class"].items()]
+    report = run_dir / "report.md"
+    atomic_write_text(report, "\n".join(lines) + "\n")
+    return report
+
+
+def _resolution(data: dict) -> str:
+    working = data.get("cache_size") or data["image_size"]
+    crop = data.get("crop_size")
+    return f"{crop} px crops of {working} px images" if crop else f"{working} px"

@@ -1,0 +1,111 @@
+"""Self-contained model directories: everything prediction needs, nothing read from the repo.
+
+    model.safetensors        weights (no pickle)
+    config.yaml              the resolved run config; data.classes / text.templates point at the copies below
+    model_meta.json          build arguments the config does not hold (classes, text width, size, channels)
+    classes.yaml             the class catalogue the model was trained with
+    caption_templates.yaml   the caption wording (text modes that make captions)
+    preprocessing.json       image size, CLAHE and the encoder's normalisation (one preprocessing path)
+    thresholds.json          per-class thresholds tuned on validation
+    val_metrics.json         the validation scores at export
+
+``load_exported`` works from any working directory and from a non-editable install.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+from mmseg_text.catalogue import ClassCatalogue, load_catalogue
+from mmseg_text.config import Config, config_from_dict
+from mmseg_text.data.preprocess import Preprocessor
+from mmseg_text.models import TextConditionedSegmenter, load_model, save_model_dir
+from mmseg_text.models.build import read_model_file
+from mmseg_text.run_layout import (CLASSES_FILE, PREPROCESSING_FILE, TEMPLATES_FILE, THRESHOLDS_FILE,
+                                   VAL_METRICS_FILE, WEIGHTS_FILE)
+from mmseg_text.text.templates import load_templates
+
+
+@dataclass
+class ExportedModel:
+    directory: Path
+    model: TextConditionedSegmenter
+    cfg: Config
+    catalogue: ClassCatalogue
+    preprocess: Preprocessor
+    thresholds: np.ndarray  # (K,)
+
+
+def export_model(directory: str | Path, model: TextConditionedSegmenter, cfg: Config, catalogue: ClassCatalogue,
+                 preprocess: Preprocessor, *, thresholds: Sequence[float],
+                 metrics: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write ``directory`` atomically (``save_model_dir``), with copies of the catalogue and templates."""
+    doc = copy.deepcopy(cfg.to_dict())
+    doc["data"]["classes"] = CLASSES_FILE  # relative: resolved against the model directory on load
+    text_files = {CLASSES_FILE: Path(catalogue.source).read_text(encoding="utf-8")}
+    templates = load_templates(cfg.text.templates)
+    text_files[TEMPLATES_FILE] = Path(templates.source).read_text(encoding="utf-8")
+    doc["text"]["templates"] = TEMPLATES_FILE
+    extra = {PREPROCESSING_FILE: preprocess.to_dict(),
+             THRESHOLDS_FILE: {"classes": list(catalogue.names), "thresholds": [float(t) for t in thresholds]}}
+    if metrics is not None:
+        extra[VAL_METRICS_FILE] = dict(metrics)
+    return save_model_dir(directory, model, doc, extra=extra, text_files=text_files)
+
+
+def load_exported(directory: str | Path, map_location: str | torch.device = "cpu") -> ExportedModel:
+    """Model, config, catalogue, preprocessing and thresholds of an exported model directory."""
+    directory = Path(directory)
+    model, doc = load_model(directory, map_location=map_location)
+    for section, key, name in (("data", "classes", CLASSES_FILE), ("text", "templates", TEMPLATES_FILE)):
+        if (directory / name).is_file():
+            doc[section][key] = str((directory / name).resolve())
+    cfg = config_from_dict(doc)
+    catalogue = load_catalogue(cfg.data.classes)
+    pre_path = directory / PREPROCESSING_FILE
+    if not pre_path.is_file():
+        raise FileNotFoundError(f"{directory}: no {PREPROCESSING_FILE}; export the model again with this version")
+    preprocess = Preprocessor.from_dict(read_model_file(pre_path, json.loads, "the preprocessing"))
+    thresholds = np.full(len(catalogue), cfg.predict.threshold)
+    th_path = directory / THRESHOLDS_FILE
+    if th_path.is_file():
+        thresholds = read_thresholds(th_path, catalogue.names)
+    return ExportedModel(directory=directory, model=model, cfg=cfg, catalogue=catalogue, preprocess=preprocess,
+                         thresholds=thresholds)
+
+
+def read_thresholds(path: Path, names: Sequence[str]) -> np.ndarray:
+    """Per-class thresholds of a ``thresholds.json`` (a model's, or a k-fold run's out-of-fold ones); a damaged
+    file, other classes or a wrong count is an error naming the file."""
+    doc = read_model_file(path, json.loads, "the thresholds")
+    if not isinstance(doc, dict) or not isinstance(doc.get("thresholds"), list):
+        raise ValueError(f"{path}: expected a mapping with a 'thresholds' list")
+    if list(doc.get("classes", names)) != list(names):
+        raise ValueError(f"{path}: classes differ from the models' catalogue ({len(names)} classes)")
+    if len(doc["thresholds"]) != len(names):
+        raise ValueError(f"{path}: {len(doc['thresholds'])} thresholds for {len(names)} classes")
+    return np.asarray(doc["thresholds"], dtype=np.float64)
+
+
+def find_exported(paths: Sequence[str | Path]) -> list[Path]:
+    """Exported model directories: each path is one (it holds model.safetensors), or a run / k-fold directory
+    whose exported models are found below it (``*/best``, ``fold*/best``, ...), sorted by path."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if (path / WEIGHTS_FILE).is_file() or not path.is_dir():
+            found.append(path)  # load_model names what is missing if it is not a model directory
+            continue
+        below = sorted(p.parent for p in path.rglob(WEIGHTS_FILE) if (p.parent / PREPROCESSING_FILE).is_file())
+        if not below:
+            raise FileNotFoundError(f"{path}: no model.safetensors, and no exported model below it "
+                                    "(give a run's best/ folder, or a run directory holding fold*/best)")
+        found += below
+    if not found:
+        raise ValueError("--checkpoint needs at least one exported model directory")
+    return found

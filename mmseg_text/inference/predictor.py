@@ -1,0 +1,278 @@
+"""Prediction: image files -> batched inputs -> ensemble x TTA probability maps -> masks at original size -> CSV.
+
+One path, in stages that a test can call alone:
+  1. ``ImageFiles``: a Dataset decoding each file through the *exported* ``Preprocessor`` (the object the
+     training data went through), at the inference resolution (``predict.resolution``; default the training
+     size), batched by a DataLoader (``predict.batch_size``);
+  2. ``Predictor.probabilities``: every member (one or more exported directories, or a run directory of folds)
+     and every TTA view (flip, scales), averaged; an input larger than a member's training size is tiled
+     into windows of that size (``inference.tiling``);
+  3. ``masks_at_original_size`` + RLE rows + overlays.
+Captions: with ``--with-meta`` the person's row of the metadata table; side and wrist angle (catalogues that
+declare hand geometry) from ``--derived-meta`` when it lists the image, else one first pass with the tuned
+thresholds, computed once per image and shared by every member and view.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from mmseg_text.data.images import read_image
+from mmseg_text.data.index import derived_by_image, load_derived_csv
+from mmseg_text.data.layout import person_id_from_dir
+from mmseg_text.data.metadata import load_metadata, person_meta
+from mmseg_text.data.preprocess import Preprocessor
+from mmseg_text.data.facts import UNKNOWN_FACTS, flip_side
+from mmseg_text.data.wrist import hand_facts_from_masks
+from mmseg_text.inference.model_dir import ExportedModel, find_exported, load_exported, read_thresholds
+from mmseg_text.inference.tiling import WindowOptions, model_probabilities, multiscale
+from mmseg_text.inference.image_files import find_image_files
+from mmseg_text.inference.overlays import save_overlay
+from mmseg_text.text.caption_encoder import CaptionEncoder, build_caption_encoder
+from mmseg_text.io import atomic_write_text
+from mmseg_text.rle import rle_encode, write_submission
+from mmseg_text.run_layout import THRESHOLDS_FILE, WEIGHTS_FILE, facts_path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictOptions:
+    """What the command line chose; None means the first member's ``predict.*`` config value."""
+
+    with_meta: bool = False
+    meta_file: Optional[str] = None  # metadata table; required with with_meta unless the config names one
+    derived_meta: Optional[str] = None  # per-image side / wrist angle CSV (image_id, side, wrist_angle_deg, bent_wrist)
+    tta_hflip: Optional[bool] = None
+    tta_scales: Optional[list[float]] = None
+    batch_size: Optional[int] = None
+    resolution: Optional[int] = None
+    window_overlap: Optional[float] = None
+    weights: Optional[list[float]] = None  # one per member; None = equal
+    overlays_dir: Optional[str] = None
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+
+
+class ImageFiles(Dataset):
+    """Decoded image files resized to the inference resolution (the exported ``Preprocessor.resize``), as uint8
+    pixels: each ensemble member then applies its own enhancement and normalisation (``Predictor.inputs``)."""
+
+    def __init__(self, files: Sequence[Path], preprocess: Preprocessor):
+        self.files = list(files)
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image = read_image(self.files[index])
+        return {"pixels": torch.from_numpy(np.ascontiguousarray(self.preprocess.resize(image))), "index": index,
+                "orig_size": tuple(image.shape[:2])}
+
+
+def collate_images(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {"pixels": torch.stack([b["pixels"] for b in batch]), "index": [b["index"] for b in batch],
+            "orig_size": [b["orig_size"] for b in batch]}
+
+
+@dataclass
+class Member:
+    exported: ExportedModel
+    text: Optional[CaptionEncoder]
+    weight: float = 1.0
+
+    @property
+    def window(self) -> int:
+        return self.exported.preprocess.input_size
+
+
+class Predictor:
+    """The members of an ensemble and what they share: classes, normalisation, resolution, thresholds."""
+
+    def __init__(self, checkpoints: Sequence[str | Path], options: PredictOptions):
+        directories = find_exported(checkpoints)
+        self.options = options
+        self.device = torch.device(options.device)
+        weights = options.weights or [1.0] * len(directories)
+        if len(weights) != len(directories):
+            raise ValueError(f"--weights has {len(weights)} values for {len(directories)} ensemble members")
+        self.members = [self._member(load_exported(d), w) for d, w in zip(directories, weights)]
+        first = self.members[0].exported
+        self.catalogue, cfg = first.catalogue, first.cfg
+        for member in self.members[1:]:
+            _check_compatible(first, member.exported)
+        resolution = options.resolution or cfg.predict.resolution or first.preprocess.image_size
+        self.preprocess = replace(first.preprocess, image_size=int(resolution))  # the resize every member reads
+        total = sum(m.weight for m in self.members)
+        self.thresholds = sum(m.weight * m.exported.thresholds for m in self.members) / total
+        self.thresholds = _run_thresholds(checkpoints, self.catalogue.names, default=self.thresholds)
+        self.tta = _chosen(options.tta_hflip, cfg.predict.tta_hflip)
+        self.scales = list(_chosen(options.tta_scales, cfg.predict.tta_scales))
+        self.batch_size = _chosen(options.batch_size, cfg.predict.batch_size)
+        self.windows = WindowOptions.from_config(cfg.predict, overlap=options.window_overlap)
+        self.meta_table = self._load_meta(cfg) if options.with_meta else None
+        self.derived = derived_by_image(load_derived_csv(options.derived_meta)) if options.derived_meta else {}
+        self.reads_meta = any(m.text is not None and m.text.mode.uses_meta for m in self.members)
+
+    def inputs(self, pixels: torch.Tensor, member: Member) -> torch.Tensor:
+        """(B, R, R) uint8 pixels -> (B, C, R, R) input of ``member``: its own CLAHE setting and normalisation."""
+        pre = member.exported.preprocess
+        return torch.stack([pre.to_tensor(pre.enhance(p.numpy())) for p in pixels.cpu()]).to(self.device)
+
+    def _member(self, exported: ExportedModel, weight: float) -> Member:
+        model = exported.model.to(self.device).eval()
+        if exported.cfg.train.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return Member(exported, build_caption_encoder(exported.cfg, exported.catalogue, progress=False), float(weight))
+
+    def _load_meta(self, cfg):
+        path = self.options.meta_file or cfg.data.meta_file
+        if not path:
+            raise FileNotFoundError("--with-meta needs --meta FILE (meta_data.xlsx or .csv)")
+        return load_metadata(path)
+
+    # ---- captions
+    def person_facts(self, path: Path) -> dict[str, Any]:
+        """The metadata row of the image's person (``IDxxx`` folder); unknown values when absent."""
+        if self.meta_table is None:
+            return {}
+        pid = person_id_from_dir(path.parent.name)
+        if pid is None or pid not in self.meta_table.index:
+            logger.warning("%s: person %s is not in the metadata table; its caption says unknown", path, pid)
+        return person_meta(self.meta_table, pid) if pid is not None else {}
+
+    def _context(self, member: Member, sides: Sequence[str], metas: Sequence[dict]):
+        if member.text is None:
+            return None
+        captions = [member.text.caption(side, meta) for side, meta in zip(sides, metas)]
+        return member.text.context(captions if member.text.mode.uses_meta else None, len(sides), self.device)
+
+    # ---- probabilities
+    @torch.no_grad()
+    def probabilities(self, pixels: torch.Tensor, sides: Sequence[str], metas: Sequence[dict]) -> torch.Tensor:
+        """(B, K, R, R) probabilities at the inference resolution: the weighted mean over members of the mean
+        over TTA views (a flipped view flips the caption's side too; scales resize the input)."""
+        total = None
+        for member in self.members:
+            images = self.inputs(pixels, member)
+            fmt = torch.channels_last if member.exported.cfg.train.channels_last else torch.contiguous_format
+            views = [(images, list(sides), False)]
+            if self.tta:
+                views.append((torch.flip(images, dims=[-1]), [flip_side(s) for s in sides], True))
+            member_sum = None
+            for view, view_sides, mirrored in views:
+                context = self._context(member, view_sides, metas)
+                probs = multiscale(lambda x: model_probabilities(member.exported.model, x, context, window=member.window,
+                                                                 options=self.windows, memory_format=fmt),
+                                   view, self.scales)
+                probs = torch.flip(probs, dims=[-1]) if mirrored else probs
+                member_sum = probs if member_sum is None else member_sum + probs
+            weighted = member.weight * member_sum / len(views)
+            total = weighted if total is None else total + weighted
+        return total / sum(m.weight for m in self.members)
+
+    def image_facts(self, pixels: torch.Tensor, paths: Sequence[Path], metas: Sequence[dict]) -> list[dict[str, Any]]:
+        """Side and wrist angle per image when the captions read them and the catalogue declares hand geometry:
+        from ``--derived-meta`` when it lists the image, else from one first pass with the tuned thresholds."""
+        facts = [dict(UNKNOWN_FACTS) for _ in metas]
+        if not (self.options.with_meta and self.reads_meta and self.catalogue.hand_geometry is not None):
+            return facts
+        todo = []
+        for i, path in enumerate(paths):
+            if path.stem in self.derived:
+                facts[i] = dict(self.derived[path.stem])
+            else:
+                todo.append(i)
+        if todo:
+            first = self.probabilities(pixels[todo], ["unknown"] * len(todo), [{**metas[i], **UNKNOWN_FACTS} for i in todo])
+            cut = torch.as_tensor(self.thresholds, dtype=first.dtype, device=first.device).view(-1, 1, 1)
+            for i, masks in zip(todo, (first > cut).cpu().numpy()):
+                facts[i] = hand_facts_from_masks(masks, self.catalogue)
+        return facts
+
+    def masks_at_original_size(self, probs: torch.Tensor, orig_size: tuple[int, int]) -> np.ndarray:
+        """Bilinear upsampling of (K, R, R) probabilities to (H0, W0), per-class thresholds -> bool (K, H0, W0)."""
+        up = probs if tuple(probs.shape[-2:]) == tuple(orig_size) else \
+            F.interpolate(probs.unsqueeze(0), size=orig_size, mode="bilinear", align_corners=False)[0]
+        thresholds = torch.as_tensor(self.thresholds, dtype=up.dtype, device=up.device).view(-1, 1, 1)
+        return (up > thresholds).cpu().numpy()
+
+
+def _chosen(value: Any, default: Any) -> Any:
+    """A command-line choice, or the model config's value when the option was left out (None)."""
+    return default if value is None else value
+
+
+def _check_compatible(first: ExportedModel, other: ExportedModel) -> None:
+    if other.catalogue.names != first.catalogue.names:
+        raise ValueError(f"{other.directory}: classes differ from {first.directory}; an ensemble predicts one class list")
+    if other.preprocess.in_chans != first.preprocess.in_chans:
+        raise ValueError(f"{other.directory}: {other.preprocess.in_chans} input channels, {first.directory} has "
+                         f"{first.preprocess.in_chans}")
+
+
+def _run_thresholds(checkpoints: Sequence[str | Path], names: Sequence[str], default: np.ndarray) -> np.ndarray:
+    """Thresholds a run directory provides for its ensemble (``thresholds.json`` beside its folds, e.g. tuned on
+    out-of-fold predictions); else ``default`` (the members' thresholds averaged)."""
+    for path in map(Path, checkpoints):
+        doc_path = path / THRESHOLDS_FILE
+        if path.is_dir() and not (path / WEIGHTS_FILE).exists() and doc_path.is_file():
+            logger.info("thresholds of the ensemble from %s", doc_path)
+            return read_thresholds(doc_path, names)
+    return default
+
+
+def predict(checkpoints: str | Path | Sequence[str | Path], images: str | Path, out_csv: str | Path,
+            options: PredictOptions) -> dict[str, Any]:
+    """Write ``image_name,class,rle`` rows (K per image, class order) atomically; return a small report."""
+    checkpoints = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
+    files = find_image_files(images)
+    names = [p.name for p in files]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise ValueError(f"{images}: image name(s) {clash[:3]} appear more than once; CSV rows would clash")
+    predictor = Predictor(checkpoints, options)
+    overlays = Path(options.overlays_dir) if options.overlays_dir else None
+    loader = DataLoader(ImageFiles(files, predictor.preprocess), batch_size=predictor.batch_size, collate_fn=collate_images)
+
+    facts_rows: list[dict[str, Any]] = []
+
+    def rows() -> Iterator[tuple[str, str, str]]:
+        with tqdm(total=len(files), desc="predict", unit="img") as bar:  # closed before any error is printed
+            for batch in loader:
+                paths = [files[i] for i in batch["index"]]
+                metas = [predictor.person_facts(p) for p in paths]
+                facts = predictor.image_facts(batch["pixels"], paths, metas)
+                facts_rows.extend({"image_id": p.stem, "image_name": p.name, **f} for p, f in zip(paths, facts))
+                metas = [{**m, "wrist_angle_deg": f["wrist_angle_deg"], "bent_wrist": f["bent_wrist"]}
+                         for m, f in zip(metas, facts)]
+                probs = predictor.probabilities(batch["pixels"], [f["side"] for f in facts], metas)
+                for path, p, size in zip(paths, probs, batch["orig_size"]):
+                    masks = predictor.masks_at_original_size(p, size)
+                    if overlays is not None:
+                        save_overlay(overlays / f"{path.stem}.png", read_image(path), masks)
+                    for name, mask in zip(predictor.catalogue.names, masks):
+                        yield path.name, name, rle_encode(mask)
+                bar.update(len(paths))
+
+    count = write_submission(out_csv, rows())
+    facts_csv = None
+    if any(row["side"] != "unknown" or row["wrist_angle_deg"] is not None for row in facts_rows):
+        # what the captions said of each image: the bent-wrist subgroup of mmseg-evaluate --facts, or --derived-meta
+        facts_csv = facts_path(out_csv)
+        atomic_write_text(facts_csv, pd.DataFrame(facts_rows).to_csv(index=False))
+    for member in predictor.members:
+        if member.text is not None:
+            member.text.save()  # captions encoded on demand, for the next run
+    return {"images": len(files), "rows": count, "members": [str(m.exported.directory) for m in predictor.members],
+            "resolution": predictor.preprocess.image_size, "tta_hflip": predictor.tta, "tta_scales": predictor.scales,
+            "with_meta": options.with_meta, "csv": str(out_csv), "facts_csv": str(facts_csv) if facts_csv else None}

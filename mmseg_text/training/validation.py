@@ -1,0 +1,114 @@
+"""Validation during training: per-image Dice rows gathered across ranks, optional threshold tuning.
+
+Dice here is measured at the working resolution against masks rasterised at that resolution (cheap
+enough to run every epoch). A model trained on crops is validated on whole images tiled into windows of its
+crop size, through the same ``inference.tiling`` path as prediction. The competition number, at each image's
+original resolution, comes from ``scripts/predict.py`` + ``scripts/evaluate.py``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from mmseg_text.catalogue import ClassCatalogue
+from mmseg_text.inference.tiling import WindowOptions, model_probabilities
+from mmseg_text.metrics import DiceAccumulator, dice_per_image
+from mmseg_text.thresholds import SweepCounts, best_thresholds, threshold_sweep_counts
+
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass
+class EvalResult:
+    dice: DiceAccumulator  # per-image rows at the default threshold
+    bent_wrist: np.ndarray  # per row: 1 bent, 0 straight, -1 unknown
+    groups: Sequence[str]
+    thresholds: list[float] = field(default_factory=list)  # tuned per class (or the default)
+    tuned_mean_dice: Optional[float] = None  # with tuned thresholds, on the split they were tuned on
+    sweep: Optional[SweepCounts] = None  # the Dice counts at every candidate threshold (out-of-fold tuning)
+
+    @property
+    def mean_dice(self) -> float:
+        return self.dice.mean()
+
+    @property
+    def grouped(self) -> dict[str, float]:
+        return self.dice.grouped(self.groups)
+
+    def wrist_subsets(self) -> dict[str, Optional[float]]:
+        out: dict[str, Optional[float]] = {}
+        for name, flag in (("bent", 1), ("straight", 0)):
+            selected = self.bent_wrist == flag
+            out[name] = self.dice.subset(selected).mean() if selected.any() else None
+        return out
+
+    def to_dict(self, catalogue: ClassCatalogue) -> dict[str, Any]:
+        return {
+            "mean_dice": self.mean_dice,
+            "per_class": dict(zip(catalogue.names, map(float, self.dice.per_class()))),
+            "grouped": self.grouped,
+            "wrist": self.wrist_subsets(),
+            "num_images": len(self.dice),
+            "num_bent": int((self.bent_wrist == 1).sum()),
+            "thresholds": self.thresholds,
+            "tuned_mean_dice": self.tuned_mean_dice,
+        }
+
+
+def _bent_flags(batch: dict, device: torch.device) -> torch.Tensor:
+    flags = []
+    for meta in batch["meta"]:
+        bent = meta.get("bent_wrist")
+        flags.append(-1 if bent is None else int(bool(bent)))
+    return torch.tensor(flags, device=device)
+
+
+def tuned_thresholds(counts: SweepCounts) -> tuple[list[float], float]:
+    """Per-class thresholds from sweep counts and the mean Dice they give on those same images."""
+    tuned = best_thresholds(counts)
+    per_class_curve = counts.mean_dice()  # (K, T)
+    picked = [per_class_curve[k, int(np.argmin(np.abs(counts.candidates - t)))] for k, t in enumerate(tuned)]
+    return [float(t) for t in tuned], float(np.mean(picked))
+
+
+@torch.no_grad()
+def validate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue, *, text=None,
+             thresholds: float | Sequence[float] = DEFAULT_THRESHOLD, tune_thresholds: bool = False,
+             channels_last: bool = False, window: Optional[int] = None,
+             window_options: WindowOptions = WindowOptions()) -> EvalResult:
+    """Run the model over ``loader``; rows from all ranks are gathered (no duplicated samples).
+    ``window``: the model's input size when images are larger (tiled as in prediction)."""
+    model.eval()
+    dice = DiceAccumulator(catalogue.names)
+    bent: list[np.ndarray] = []
+    sweeps: list[SweepCounts] = []
+    for batch in tqdm(loader, desc="val", leave=False, disable=not accelerator.is_local_main_process):
+        context = text.batch_context(batch, accelerator.device) if text is not None else None
+        images = batch["image"]
+        probs = model_probabilities(model, images, context, window=window or images.shape[-1], options=window_options,
+                                    memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        targets = batch["masks"] > 0.5
+        rows = dice_per_image(probs, targets, threshold=thresholds)
+        flags = _bent_flags(batch, probs.device)
+        if tune_thresholds:
+            sweep = threshold_sweep_counts(probs, targets)
+            rows, flags, inter, pred_sum, target_sum = accelerator.gather_for_metrics(
+                (rows, flags, sweep.intersection, sweep.pred_sum, sweep.target_sum))
+            sweeps.append(SweepCounts(sweep.candidates, inter.cpu(), pred_sum.cpu(), target_sum.cpu()))
+        else:
+            rows, flags = accelerator.gather_for_metrics((rows, flags))
+        dice.add(rows.cpu())
+        bent.append(flags.cpu().numpy())
+    result = EvalResult(dice=dice, bent_wrist=np.concatenate(bent) if bent else np.zeros(0, int), groups=catalogue.groups)
+    if tune_thresholds and sweeps:
+        result.sweep = SweepCounts.concat(sweeps)
+        result.thresholds, result.tuned_mean_dice = tuned_thresholds(result.sweep)
+    else:
+        k = len(catalogue)
+        result.thresholds = [float(t) for t in np.broadcast_to(np.asarray(thresholds, dtype=float), (k,))]
+    return result
