@@ -41,7 +41,7 @@ VARIANTS: dict[str, list[str]] = {
                                     "train.batch_dice=false"],
     "crops256_of_512": ["data.cache_size=512", "data.crop_size=256", "predict.window_overlap=0.25"],
     "ema": ["train.ema_decay=0.99"],
-    "copy_paste": ["data.copy_paste_p=0.5"],
+    "copy_paste": ["data.copy_paste_p=0.5", "data.copy_paste_groups=[carpal]"],
     "dice_focal": ["train.loss=dice_focal"],
 }
 FOLDS = 3

@@ -34,6 +34,18 @@ class HandGeometryBones:
 
 
 @dataclass(frozen=True)
+class FactSubgroup:
+    """Images split by a derived yes/no fact, for subgroup Dice: e.g. ``bent_wrist`` -> bent / straight."""
+
+    fact: str  # the key in an image's facts (derived-meta CSV column, caption meta)
+    labels: tuple[tuple[str, bool], ...]  # (label, value) per subgroup, in table order
+
+
+# What each kind of derived facts lets a report split images by.
+_SUBGROUPS_OF_DERIVED = {"hand_geometry": (FactSubgroup("bent_wrist", (("bent", True), ("straight", False))),)}
+
+
+@dataclass(frozen=True)
 class ClassCatalogue:
     """Ordered class list; the order is the channel, CSV-row and table order."""
 
@@ -46,6 +58,16 @@ class ClassCatalogue:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        """The distinct groups, in catalogue order (the columns of grouped tables)."""
+        return tuple(dict.fromkeys(self.groups))
+
+    @property
+    def fact_subgroups(self) -> tuple[FactSubgroup, ...]:
+        """The image subgroups the declared derived facts give (none without ``derived``)."""
+        return _SUBGROUPS_OF_DERIVED["hand_geometry"] if self.hand_geometry is not None else ()
 
     def index(self, class_name: str) -> int:
         try:

@@ -53,7 +53,7 @@ class DataConfig:
     clahe: bool = False  # CLAHE on every image (train and inference alike)
     copy_paste_p: float = 0.0  # probability that a training sample receives a bone from another image (data/copy_paste.py)
     copy_paste_classes: List[str] = field(default_factory=list)  # bones that may be pasted, by name ...
-    copy_paste_groups: List[str] = field(default_factory=lambda: ["carpal"])  # ... and by catalogue group
+    copy_paste_groups: List[str] = field(default_factory=list)  # ... and by catalogue group (e.g. [carpal]); with copy_paste_p > 0 one of the two must select a class
     augment: List[Dict[str, Any]] = field(default_factory=_default_augment)  # albumentations, by name
     prompted_groups: bool = False  # positive control of the text path: only a random set of groups are targets, and the caption asks for them (data/prompts.py)
 

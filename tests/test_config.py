@@ -46,8 +46,9 @@ def test_explicit_contradiction_is_an_error(tmp_path):
     assert load_config(path, ["text.mode=none", "model.conditioning=none"]).model.conditioning == "none"
 
 
-def test_every_registered_choice_is_accepted_and_the_registry_is_the_only_list():
-    from mmseg_text.models.registry import CONDITIONINGS, HEADS, NORMS
+def test_every_model_choice_is_accepted_and_an_unknown_one_is_named():
+    # (that the registries and choices.py list the same names: tests/test_registries.py)
+    from mmseg_text.choices import CONDITIONINGS, HEADS, NORMS
 
     for value in CONDITIONINGS:
         assert load_config(None, [f"model.conditioning={value}"]).model.conditioning == value
@@ -83,3 +84,17 @@ def test_undecodable_config_file_is_named(tmp_path):
     path.write_bytes("output_dir: r\xe9sum\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=rf"^{path}: cannot read the config file \(UnicodeDecodeError: "):
         load_config(path)
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml")), ids=lambda p: p.name)
+def test_a_shipped_config_that_says_nothing_is_downloaded_names_no_hub_tag(path):
+    """A header that promises an offline run must not rely on hub tags (open_clip ``openai``, timm's ``timm``)."""
+    text = path.read_text(encoding="utf-8")
+    cfg = load_config(path)
+    hub = [key for key, value in (("text.pretrained", cfg.text.tower == "open_clip" and cfg.text.pretrained),
+                                  ("model.encoder_weights", cfg.model.encoder_weights))
+           if value and not str(value).startswith(("package:", "/", ".")) and not Path(str(value)).suffix]
+    if "nothing is downloaded" in text.lower():
+        assert not hub, f"{path.name} says nothing is downloaded, but {hub} are hub tags"
+    if hub:
+        assert "download" in text.lower(), f"{path.name} uses hub tags {hub} and does not say they download"

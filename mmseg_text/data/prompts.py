@@ -2,7 +2,8 @@
 
 "Text did not help" means little unless the text path *can* carry information. In this task the caption holds
 information the image does not: each sample asks, in its caption, for a random non-empty set of the catalogue's
-groups (e.g. "Segment only the carpal and forearm bones."), and only the bones of those groups are targets.
+groups (worded by the caption templates' ``prompt``, e.g. "Segment only the carpal and forearm bones."), and only
+the bones of those groups are targets.
 A model that reads its caption can learn to leave the other bones empty; a model without text (or with a
 caption that asks for an independently drawn set: the shuffled control) cannot know what was asked.
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -28,6 +29,7 @@ def with_prompt(caption: str, sentence: str) -> str:
 class GroupPrompt:
     class_groups: tuple[str, ...]  # the catalogue group of each class, in class order
     seed: int
+    request: Callable[[Sequence[str]], str]  # groups -> the sentence (CaptionTemplates.request)
     shuffled: bool = False  # the caption asks for an independent draw (placebo), not for the targets
 
     @property
@@ -54,11 +56,8 @@ class GroupPrompt:
         out[~wanted] = False
         return out
 
-    @staticmethod
-    def sentence(asked: Sequence[str]) -> str:
-        names = list(asked)
-        listing = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-        return f"Segment only the {listing} bones."
+    def sentence(self, asked: Sequence[str]) -> str:
+        return self.request(tuple(asked))
 
     def sentences(self) -> list[str]:
         return [self.sentence(s) for s in self.subsets()]

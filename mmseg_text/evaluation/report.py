@@ -12,6 +12,9 @@ from mmseg_text.run_layout import RunLayout
 OVERLAYS_SHOWN = 3
 
 
+WORST_SHOWN = 3
+
+
 def per_class_chart(evaluation: dict, path: Path) -> Path:
     import matplotlib
 
@@ -21,15 +24,20 @@ def per_class_chart(evaluation: dict, path: Path) -> Path:
     names = list(evaluation["per_class"])
     values = [evaluation["per_class"][n] for n in names]
     groups = evaluation.get("class_groups", {})
-    palette = {"finger": "#4C72B0", "carpal": "#DD8452", "forearm": "#55A868"}
+    # one colour per catalogue group, in catalogue order (any anatomy)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    palette = {g: colours[i % len(colours)] for i, g in enumerate(dict.fromkeys(groups.get(n, "") for n in names))}
     fig, ax = plt.subplots(figsize=(11, 3.6))
-    ax.bar(range(len(names)), values, color=[palette.get(groups.get(n, ""), "#8172B3") for n in names])
+    ax.bar(range(len(names)), values, color=[palette[groups.get(n, "")] for n in names])
+    for group, colour in palette.items():
+        ax.bar([0], [0], color=colour, label=group or "no group")  # legend entries only
     ax.axhline(evaluation["mean_dice"], color="black", lw=1, ls="--", label=f"mean {evaluation['mean_dice']:.3f}")
     ax.set_xticks(range(len(names)), names, rotation=70, fontsize=8)
     ax.set_ylim(max(0.0, min(values) - 0.1), 1.0)
     ax.set_ylabel("Dice (original resolution)")
     ax.legend(loc="lower left")
-    ax.set_title("per-class Dice on the synthetic test split (blue fingers, orange carpals, green forearm)")
+    where = Path(evaluation["gt"]).parent.name if evaluation.get("gt") else "the scored split"
+    ax.set_title(f"per-class Dice, {evaluation.get('num_images', '?')} images of {where}")
     fig.tight_layout()
     atomic_save_figure(fig, path, dpi=100)
     return path
@@ -51,6 +59,12 @@ def write_report(run_dir: str | Path, evaluation_json: str | Path, overlays: Seq
         f"| **test mean Dice (original resolution)** | **{evaluation['mean_dice']:.4f}** |",
     ]
     lines += [f"| test Dice, {group} | {value:.4f} |" for group, value in evaluation.get("groups", {}).items()]
+    subgroups = evaluation.get("subgroups") or {}
+    lines += [f"| test Dice, {label} ({subgroups[f'num_{label}']} images) | {value:.4f} |"
+              for label, value in subgroups.items()
+              if label != "facts" and not label.startswith("num_") and value is not None]
+    worst = sorted(evaluation["per_class"].items(), key=lambda item: item[1])[:WORST_SHOWN]
+    lines.append(f"| the {len(worst)} worst classes | " + ", ".join(f"{n} {v:.3f}" for n, v in worst) + " |")
     lines += [
         f"| test images | {evaluation['num_images']} |",
         f"| best validation mean Dice (training resolution) | {summary['best_val_mean_dice']:.4f} (step {summary['best_step']}) |",

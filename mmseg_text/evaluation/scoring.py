@@ -111,8 +111,9 @@ def evaluate_submission(pred_path: str | Path, gt_dir: str | Path, images_dir: s
                         facts: str | Path | None = None) -> dict:
     """Score a submission; returns the JSON-ready result (see :func:`format_markdown` for the table).
 
-    ``facts``: a per-image CSV with ``bent_wrist`` (the ``*_facts.csv`` prediction writes: the wrist angle of its
-    first pass, as the captions used it; or a derived-meta table): Dice of the bent and straight wrists apart.
+    ``facts``: a per-image CSV of derived facts (the ``*_facts.csv`` prediction writes: what its first pass found,
+    as the captions used it; or a derived-meta table): Dice of the catalogue's fact subgroups apart (for hand
+    bones: ``bent_wrist`` -> bent / straight wrists).
     """
     pred_path, gt_dir = Path(pred_path), Path(gt_dir)
     images_dir = Path(images_dir) if images_dir is not None else gt_dir.parent / "DCM"
@@ -130,7 +131,7 @@ def evaluate_submission(pred_path: str | Path, gt_dir: str | Path, images_dir: s
                         image_ids=[image.image_name])
     summary = accumulator.summary(groups=catalogue.groups)
     if facts is not None:
-        summary["wrist"] = _wrist_subsets(accumulator, [image.image_name for image in images], Path(facts))
+        summary["subgroups"] = _fact_subgroups(accumulator, [image.image_name for image in images], Path(facts), catalogue)
     return {
         "pred": str(pred_path),
         "gt": str(gt_dir),
@@ -142,17 +143,20 @@ def evaluate_submission(pred_path: str | Path, gt_dir: str | Path, images_dir: s
     }
 
 
-def _wrist_subsets(accumulator: DiceAccumulator, names: Sequence[str], facts: Path) -> dict:
-    """Mean Dice of the bent / straight wrists (and how many), by the ``bent_wrist`` of ``facts``."""
+def _fact_subgroups(accumulator: DiceAccumulator, names: Sequence[str], facts: Path, catalogue: ClassCatalogue) -> dict:
+    """Mean Dice of each fact subgroup of the catalogue (and how many images), by the facts CSV's columns."""
     from mmseg_text.data.index import derived_by_image, load_derived_csv
 
+    if not catalogue.fact_subgroups:
+        raise EvaluationError(f"--facts {facts}: the catalogue {catalogue.source} declares no derived facts to split by")
     rows = derived_by_image(load_derived_csv(facts))
-    flags = np.array([rows.get(Path(name).stem, {}).get("bent_wrist") for name in names], dtype=object)
     out: dict = {"facts": str(facts)}
-    for label, flag in (("bent", True), ("straight", False)):
-        chosen = np.array([f is flag for f in flags])
-        out[label] = accumulator.subset(chosen).mean() if chosen.any() else None
-        out[f"num_{label}"] = int(chosen.sum())
+    for subgroup in catalogue.fact_subgroups:
+        flags = [rows.get(Path(name).stem, {}).get(subgroup.fact) for name in names]
+        for label, value in subgroup.labels:
+            chosen = np.array([f is value for f in flags])
+            out[label] = accumulator.subset(chosen).mean() if chosen.any() else None
+            out[f"num_{label}"] = int(chosen.sum())
     return out
 
 
@@ -165,11 +169,12 @@ def format_markdown(result: dict) -> str:
     lines += ["", "| group | mean Dice |", "|---|---:|"]
     lines += [f"| {group} | {value:.4f} |" for group, value in result.get("groups", {}).items()]
     lines += [f"| **all ({len(result['per_class'])} classes)** | **{result['mean_dice']:.4f}** |"]
-    wrist = result.get("wrist")
-    if wrist:
-        lines += ["", f"| wrist (from {Path(wrist['facts']).name}) | images | mean Dice |", "|---|---:|---:|"]
-        lines += [f"| {k} | {wrist[f'num_{k}']} | {'–' if wrist[k] is None else format(wrist[k], '.4f')} |"
-                  for k in ("bent", "straight")]
+    subgroups = result.get("subgroups")
+    if subgroups:
+        labels = [k for k in subgroups if k != "facts" and not k.startswith("num_")]
+        lines += ["", f"| subgroup (from {Path(subgroups['facts']).name}) | images | mean Dice |", "|---|---:|---:|"]
+        lines += [f"| {k} | {subgroups[f'num_{k}']} | {'–' if subgroups[k] is None else format(subgroups[k], '.4f')} |"
+                  for k in labels]
     return "\n".join(lines) + "\n"
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from mmseg_text.config import load_config
-from mmseg_text.studies.ablation_report import (ALL_SUBSETS, SUBSETS, final_gates, mean_std, plot, plot_curves,
+from mmseg_text.studies.ablation_report import (TEST_PREFIX, final_gates, mean_std, plot, plot_curves,
                                                plot_gates, to_markdown)
 from mmseg_text.studies.held_out import held_out_scores, labelled_test_split, score_run, subgroup_facts
 from mmseg_text.studies.paired_stats import compare_paired
@@ -58,7 +58,6 @@ _TYPES = {"cross_attn": ("text.mode=meta", "model.conditioning=cross_attn", "mod
 POSITIVE_CONTROL = (Variant("none", ("text.mode=none", "model.conditioning=none", "model.head=conv", _PROMPTED)),) + tuple(
     v for name, sets in _TYPES.items()
     for v in (Variant(name, sets + (_PROMPTED,)), Variant(f"{name} shuffled", sets + (_PROMPTED, "text.shuffle=true"))))
-PAIRED_TEST_SUBSETS = ("test mean", "test bent", "test straight")  # also compared seed by seed, when scored
 
 
 def _run_dir(out: Path, variant: Variant, seed: int) -> Path:
@@ -131,7 +130,7 @@ def _scores(summary: dict[str, Any]) -> dict[str, float]:
     last = summary["last"]
     scores = {"mean": last["mean_dice"]}
     scores.update(last.get("grouped", {}))
-    scores.update({k: v for k, v in last.get("wrist", {}).items() if v is not None})
+    scores.update({k: v for k, v in last.get("subgroups", {}).items() if v is not None})
     return scores
 
 
@@ -148,22 +147,25 @@ def aggregate(runs: Mapping[str, Mapping[int, dict[str, float]] | Sequence[dict[
     ``runs`` maps a variant to its scores per seed (seed -> scores, or a list for seeds 0, 1, ...).
     """
     table: dict[str, dict[str, Any]] = {}
+    # the subsets the runs reported (mean, the catalogue's groups and fact subgroups, their test twins), in order
+    subsets = list(dict.fromkeys(k for seed_scores in runs.values() for scores in _by_seed(seed_scores).values()
+                                 for k in scores))
     for name, seed_scores in runs.items():
         table[name] = {}
         by_seed = _by_seed(seed_scores)
-        for subset in ALL_SUBSETS:
+        for subset in subsets:
             seeds = [seed for seed, s in by_seed.items() if subset in s]
             values = [by_seed[seed][subset] for seed in seeds]
             if values:
                 m, sd = mean_std(values)
                 table[name][subset] = {"mean": m, "std": sd, "values": values, "seeds": seeds}
     placebo = next((n for n in table if "shuffled" in n), None)
-    result = {"variants": table, "baseline": BASELINE, "placebo": placebo,
+    result = {"variants": table, "subsets": subsets, "baseline": BASELINE, "placebo": placebo,
               "vs_baseline": _compare(table, BASELINE, skip={BASELINE}),
               # Real captions against the shuffled ones: the test of whether what the captions *say* matters.
               "vs_placebo": _against_placebo(table, placebo)}
-    scored = [s for s in PAIRED_TEST_SUBSETS if any(s in row for row in table.values())]
-    if scored:  # the held-out test split, the same comparisons per subset
+    scored = [s for s in subsets if s.startswith(TEST_PREFIX)]
+    if scored:  # the held-out test split, the same comparisons seed by seed per subset
         result["test"] = {s: {"vs_baseline": _compare(table, BASELINE, skip={BASELINE}, subset=s),
                               "vs_placebo": _against_placebo(table, placebo, subset=s)} for s in scored}
     return result
@@ -205,5 +207,5 @@ def _seed_values(cell: dict[str, Any]) -> dict[int, float]:
     return dict(zip(cell.get("seeds", range(len(cell["values"]))), cell["values"]))
 
 
-__all__ = ["ALL_SUBSETS", "BASELINE", "POSITIVE_CONTROL", "SUBSETS", "VARIANTS", "Variant", "aggregate",
+__all__ = ["BASELINE", "POSITIVE_CONTROL", "VARIANTS", "Variant", "aggregate",
            "final_gates", "run_ablation", "to_markdown"]

@@ -8,11 +8,18 @@ import statistics
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from mmseg_text.studies.held_out import TEST_SUBSETS
 from mmseg_text.io import atomic_save_figure
 
-SUBSETS = ("mean", "finger", "carpal", "forearm", "bent", "straight")  # validation, last step
-ALL_SUBSETS = SUBSETS + TEST_SUBSETS
+TEST_PREFIX = "test "  # held-out test subsets are named "test <subset>"; the others are validation's
+
+
+def validation_subsets(result: Mapping[str, Any]) -> list[str]:
+    """``mean``, then the catalogue's groups and fact subgroups, as the runs reported them."""
+    return [s for s in result["subsets"] if not s.startswith(TEST_PREFIX)]
+
+
+def test_subsets(result: Mapping[str, Any]) -> list[str]:
+    return [s for s in result["subsets"] if s.startswith(TEST_PREFIX)]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -27,10 +34,10 @@ def _fmt(cell: dict[str, Any] | None) -> str:
 def to_markdown(result: dict[str, Any], seeds: int) -> str:
     lines = [f"# Text-conditioning ablation ({seeds} seeds per variant)", "",
              "Validation mean Dice at the last step (mean ± std over seeds).", "",
-             "| variant | mean | fingers | carpals | forearm | bent wrists | straight wrists |",
-             "|---|---|---|---|---|---|---|"]
+             "| variant | " + " | ".join(validation_subsets(result)) + " |",
+             "|---|" + "---|" * len(validation_subsets(result))]
     for name, row in result["variants"].items():
-        cells = [_fmt(row.get(s)) for s in SUBSETS]
+        cells = [_fmt(row.get(s)) for s in validation_subsets(result)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "## Against the no-text baseline", ""]
     lines += _paired_lines(result["vs_baseline"]) + _verdict_lines(result["vs_baseline"], "no text")
@@ -66,13 +73,13 @@ def _gate_lines(gates: Mapping[str, Mapping[int, Sequence]]) -> list[str]:
 def _test_lines(result: dict[str, Any]) -> list[str]:
     """The held-out test split: its table, then the paired comparisons of each compared subset."""
     lines = ["", "## Held-out test split (prediction path, original resolution)", "",
-             "Each run's `best/` export predicts ROOT/test with `mmseg-predict --with-meta` (side and wrist angle "
-             "from its first pass); bent and straight wrists by the test annotations' geometry, the same images "
-             "for every variant.", "",
-             "| variant | " + " | ".join(s.removeprefix("test ") for s in TEST_SUBSETS) + " |",
-             "|---|" + "---|" * len(TEST_SUBSETS)]
+             "Each run's `best/` export predicts ROOT/test with `mmseg-predict --with-meta` (derived facts such as "
+             "side and wrist angle from its first pass); subgroups of derived facts (e.g. bent / straight wrists) "
+             "by the test annotations' own geometry, the same images for every variant.", "",
+             "| variant | " + " | ".join(s.removeprefix(TEST_PREFIX) for s in test_subsets(result)) + " |",
+             "|---|" + "---|" * len(test_subsets(result))]
     for name, row in result["variants"].items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(s)) for s in TEST_SUBSETS) + " |")
+        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(s)) for s in test_subsets(result)) + " |")
     for subset, comparisons in result["test"].items():
         lines += ["", f"### {subset}: against no text", ""] + _paired_lines(comparisons["vs_baseline"], False)
         if comparisons["vs_placebo"]:
@@ -122,7 +129,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(result["variants"])
-    subsets = [s for s in ALL_SUBSETS if any(s in result["variants"][n] for n in names)]
+    subsets = list(result["subsets"])
     width = 0.8 / max(1, len(names))
     fig, ax = plt.subplots(figsize=(1.6 * len(subsets) + 2, 4))
     for i, name in enumerate(names):

@@ -12,8 +12,6 @@ with that geometry is recorded beside its scores.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,9 +23,6 @@ from mmseg_text.data.metadata import find_metadata_file
 from mmseg_text.data.wrist import derive_metadata
 from mmseg_text.io import atomic_write_text
 from mmseg_text.run_layout import EVALUATION_FILE, RunLayout, facts_path
-
-TEST_SUBSETS = ("test mean", "test finger", "test carpal", "test forearm", "test bent", "test straight")
-
 
 def labelled_test_split(root: str | Path) -> bool:
     """True when ROOT/test has images and annotation JSONs (the synthetic data; not a competition's test set)."""
@@ -46,9 +41,13 @@ def subgroup_facts(root: str | Path, classes: Optional[str], out_csv: Path) -> P
     return out_csv
 
 
-def score_run(run_dir: str | Path, facts_csv: Path, *, python: str = sys.executable) -> dict[str, Any]:
-    """Predict ROOT/test with ``run_dir/best`` and score it; cached in ``run_dir/test/evaluation.json``."""
+def score_run(run_dir: str | Path, facts_csv: Path) -> dict[str, Any]:
+    """Predict ROOT/test with ``run_dir/best`` and score it; cached in ``run_dir/test/evaluation.json``.
+
+    Prediction runs in this process through the library (no Accelerate state is involved), as
+    ``mmseg-predict --with-meta`` would run it."""
     from mmseg_text.evaluation.scoring import evaluate_submission, write_evaluation
+    from mmseg_text.inference.predictor import PredictOptions, predict
 
     run_dir = Path(run_dir)
     out = run_dir / "test"
@@ -58,13 +57,10 @@ def score_run(run_dir: str | Path, facts_csv: Path, *, python: str = sys.executa
     cfg = load_config(str(RunLayout(run_dir).config))
     root = Path(cfg.data.root)
     csv = out / "submission.csv"
-    cmd = [python, "-m", "mmseg_text.cli.predict", "--checkpoint", str(RunLayout(run_dir).best),
-           "--images", str(root / "test" / "DCM"), "--out", str(csv)]
     meta = find_metadata_file(root, cfg.data.meta_file)
-    if meta is not None:
-        cmd += ["--with-meta", "--meta", str(meta)]
-    print(f"[held-out] {' '.join(cmd)}", flush=True)
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    options = PredictOptions(with_meta=meta is not None, meta_file=str(meta) if meta is not None else None)
+    print(f"[held-out] predict {RunLayout(run_dir).best} on {root / 'test' / 'DCM'} -> {csv}", flush=True)
+    predict(RunLayout(run_dir).best, root / "test" / "DCM", csv, options)
     result = evaluate_submission(csv, root / "test" / "outputs_json", classes=cfg.data.classes, facts=facts_csv)
     result["first_pass_bent_agreement"] = _bent_agreement(facts_path(csv), facts_csv)
     result.pop("per_image", None)  # kept small: the per-image rows are in submission.csv
@@ -83,11 +79,11 @@ def _bent_agreement(first_pass: Path, truth: Path) -> Optional[float]:
 
 
 def held_out_scores(result: dict[str, Any]) -> dict[str, float]:
-    """The ``TEST_SUBSETS`` of one evaluation (subgroups without images left out)."""
+    """``test mean``, ``test <group>`` per catalogue group and ``test <label>`` per fact subgroup of one
+    evaluation (subgroups without images left out)."""
     scores = {"test mean": result["mean_dice"]}
     scores.update({f"test {group}": value for group, value in result.get("groups", {}).items()})
-    for label in ("bent", "straight"):
-        value = result.get("wrist", {}).get(label)
-        if value is not None:
-            scores[f"test {label}"] = value
+    subgroups = result.get("subgroups", {})
+    scores.update({f"test {label}": value for label, value in subgroups.items()
+                   if label != "facts" and not label.startswith("num_") and value is not None})
     return scores

@@ -37,6 +37,8 @@ _PLACEHOLDERS: dict[str, set[str]] = {
     "wrist_unknown": set(),
     "wrist_bent_unknown_angle": set(),
 }
+# Optional keys (only data.prompted_groups reads them; older template files lack them) -> placeholders.
+_OPTIONAL_PLACEHOLDERS: dict[str, set[str]] = {"prompt": {"groups"}, "prompt_and": set()}
 _OTHER_KEYS = ("side", "sex", "decades", "directions", "wrist_straight_below_deg", "bucket")
 
 
@@ -48,7 +50,7 @@ class CaptionTemplateError(ValueError):
 class CaptionTemplates:
     """The parsed template file (see ``mmseg_text/assets/caption_templates.yaml`` for the meaning of each key)."""
 
-    text: dict[str, str]  # dotted template key -> format string
+    text: dict[str, str]  # dotted template key -> format string (optional keys only when the file has them)
     side: dict[str, str]  # left | right | unknown -> phrase
     sex: dict[str, dict[str, str]]  # female | male -> {noun, pronoun}
     decades: dict[int, str]  # first year of a decade -> word
@@ -56,6 +58,16 @@ class CaptionTemplates:
     wrist_straight_below_deg: float
     bucket: dict[str, float]  # weight | height | wrist_angle -> rounding step
     source: str = ""
+
+    def request(self, groups: "list[str] | tuple[str, ...]") -> str:
+        """The positive control's request for ``groups`` (keys ``prompt`` and ``prompt_and``)."""
+        missing = [k for k in _OPTIONAL_PLACEHOLDERS if k not in self.text]
+        if missing:
+            raise CaptionTemplateError(f"{self.source}: data.prompted_groups needs the key(s) {missing} "
+                                       "(see the bundled caption_templates.yaml)")
+        names = list(groups)
+        listing = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {self.text['prompt_and']} {names[-1]}"
+        return self.text["prompt"].format(groups=listing)
 
 
 def load_templates(path: str | Path | None = None) -> CaptionTemplates:
@@ -77,7 +89,8 @@ def load_templates(path: str | Path | None = None) -> CaptionTemplates:
         return node
 
     text: dict[str, str] = {}
-    for key, allowed in _PLACEHOLDERS.items():
+    optional = {k: v for k, v in _OPTIONAL_PLACEHOLDERS.items() if k in doc}
+    for key, allowed in {**_PLACEHOLDERS, **optional}.items():
         value = get(key)
         if not isinstance(value, str):
             raise CaptionTemplateError(f"{path}: key '{key}' must be a string, got {type(value).__name__}")

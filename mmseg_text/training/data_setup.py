@@ -17,6 +17,7 @@ from mmseg_text.data.dataset import SegmentationDataset
 from mmseg_text.data.index import DataIndex, build_index, cache_dir_of
 from mmseg_text.data.preprocess import Preprocessor
 from mmseg_text.data.prompts import GroupPrompt, with_prompt
+from mmseg_text.text.templates import load_templates
 from mmseg_text.data.transforms import Augmenter, build_train_transforms
 from mmseg_text.text.caption_encoder import CaptionEncoder, build_caption_encoder
 from mmseg_text.models.encoders import encoder_data_config
@@ -77,5 +78,6 @@ def _prompts(cfg: Any, catalogue: ClassCatalogue) -> Optional[tuple[GroupPrompt,
     """(training, validation) prompts of the positive control; validation's are the same for every run."""
     if not cfg.data.prompted_groups:
         return None
-    return (GroupPrompt(tuple(catalogue.groups), seed=cfg.train.seed, shuffled=cfg.text.shuffle),
-            GroupPrompt(tuple(catalogue.groups), seed=cfg.data.split_seed, shuffled=cfg.text.shuffle))
+    request = load_templates(cfg.text.templates).request  # the wording is the caption templates'
+    return (GroupPrompt(tuple(catalogue.groups), seed=cfg.train.seed, request=request, shuffled=cfg.text.shuffle),
+            GroupPrompt(tuple(catalogue.groups), seed=cfg.data.split_seed, request=request, shuffled=cfg.text.shuffle))

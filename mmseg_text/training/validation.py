@@ -26,8 +26,8 @@ DEFAULT_THRESHOLD = 0.5
 @dataclass
 class EvalResult:
     dice: DiceAccumulator  # per-image rows at the default threshold
-    bent_wrist: np.ndarray  # per row: 1 bent, 0 straight, -1 unknown
-    groups: Sequence[str]
+    facts: dict[str, np.ndarray]  # per fact subgroup (catalogue.fact_subgroups) and row: 1 yes, 0 no, -1 unknown
+    catalogue: ClassCatalogue
     thresholds: list[float] = field(default_factory=list)  # tuned per class (or the default)
     tuned_mean_dice: Optional[float] = None  # with tuned thresholds, on the split they were tuned on
     sweep: Optional[SweepCounts] = None  # the Dice counts at every candidate threshold (out-of-fold tuning)
@@ -38,34 +38,42 @@ class EvalResult:
 
     @property
     def grouped(self) -> dict[str, float]:
-        return self.dice.grouped(self.groups)
+        return self.dice.grouped(self.catalogue.groups)
 
-    def wrist_subsets(self) -> dict[str, Optional[float]]:
+    def subgroups(self) -> dict[str, Optional[float]]:
+        """Mean Dice of each fact subgroup (e.g. bent / straight wrists); None for one without images."""
         out: dict[str, Optional[float]] = {}
-        for name, flag in (("bent", 1), ("straight", 0)):
-            selected = self.bent_wrist == flag
-            out[name] = self.dice.subset(selected).mean() if selected.any() else None
+        for subgroup in self.catalogue.fact_subgroups:
+            flags = self.facts[subgroup.fact]
+            for label, value in subgroup.labels:
+                selected = flags == int(value)
+                out[label] = self.dice.subset(selected).mean() if selected.any() else None
         return out
+
+    def subgroup_counts(self) -> dict[str, int]:
+        return {label: int((self.facts[s.fact] == int(value)).sum())
+                for s in self.catalogue.fact_subgroups for label, value in s.labels}
 
     def to_dict(self, catalogue: ClassCatalogue) -> dict[str, Any]:
         return {
             "mean_dice": self.mean_dice,
             "per_class": dict(zip(catalogue.names, map(float, self.dice.per_class()))),
             "grouped": self.grouped,
-            "wrist": self.wrist_subsets(),
+            "subgroups": self.subgroups(),
             "num_images": len(self.dice),
-            "num_bent": int((self.bent_wrist == 1).sum()),
+            "subgroup_images": self.subgroup_counts(),
             "thresholds": self.thresholds,
             "tuned_mean_dice": self.tuned_mean_dice,
         }
 
 
-def _bent_flags(batch: dict, device: torch.device) -> torch.Tensor:
-    flags = []
-    for meta in batch["meta"]:
-        bent = meta.get("bent_wrist")
-        flags.append(-1 if bent is None else int(bool(bent)))
-    return torch.tensor(flags, device=device)
+def _fact_flags(batch: dict, facts: Sequence[str], device: torch.device) -> torch.Tensor:
+    """(B, F): each image's yes/no facts (1 / 0; -1 unknown), one column per fact subgroup."""
+    def flag(value) -> int:
+        return -1 if value is None else int(bool(value))
+
+    return torch.tensor([[flag(meta.get(f)) for f in facts] for meta in batch["meta"]], dtype=torch.long,
+                        device=device).reshape(len(batch["meta"]), len(facts))
 
 
 def tuned_thresholds(counts: SweepCounts) -> tuple[list[float], float]:
@@ -85,7 +93,8 @@ def validate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue,
     ``window``: the model's input size when images are larger (tiled as in prediction)."""
     model.eval()
     dice = DiceAccumulator(catalogue.names)
-    bent: list[np.ndarray] = []
+    facts = [s.fact for s in catalogue.fact_subgroups]
+    flag_rows: list[np.ndarray] = []
     sweeps: list[SweepCounts] = []
     for batch in tqdm(loader, desc="val", leave=False, disable=not accelerator.is_local_main_process):
         context = text.batch_context(batch, accelerator.device) if text is not None else None
@@ -94,7 +103,7 @@ def validate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue,
                                     memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         targets = batch["masks"] > 0.5
         rows = dice_per_image(probs, targets, threshold=thresholds)
-        flags = _bent_flags(batch, probs.device)
+        flags = _fact_flags(batch, facts, probs.device)
         if tune_thresholds:
             sweep = threshold_sweep_counts(probs, targets)
             rows, flags, inter, pred_sum, target_sum = accelerator.gather_for_metrics(
@@ -103,8 +112,9 @@ def validate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue,
         else:
             rows, flags = accelerator.gather_for_metrics((rows, flags))
         dice.add(rows.cpu())
-        bent.append(flags.cpu().numpy())
-    result = EvalResult(dice=dice, bent_wrist=np.concatenate(bent) if bent else np.zeros(0, int), groups=catalogue.groups)
+        flag_rows.append(flags.cpu().numpy())
+    flag_table = np.concatenate(flag_rows) if flag_rows else np.zeros((0, len(facts)), int)
+    result = EvalResult(dice=dice, facts={f: flag_table[:, i] for i, f in enumerate(facts)}, catalogue=catalogue)
     if tune_thresholds and sweeps:
         result.sweep = SweepCounts.concat(sweeps)
         result.thresholds, result.tuned_mean_dice = tuned_thresholds(result.sweep)

@@ -42,7 +42,7 @@ def test_paste_copies_the_bone_with_every_overlapping_label_and_nothing_else():
 
 def test_the_dataset_pastes_carpals_seeded_and_keeps_captions(tiny_root, tmp_path, catalogue):
     cfg = load_config(None, [f"data.root={tiny_root}", "data.num_folds=2", f"data.cache_dir={tmp_path}",
-                             "data.copy_paste_p=1.0"])
+                             "data.copy_paste_p=1.0", "data.copy_paste_groups=[carpal]"])
     paste = CopyPaste.from_config(cfg.data, catalogue.names, catalogue.groups)
     assert [catalogue.names[i] for i in paste.classes] == [n for n, g in zip(catalogue.names, catalogue.groups)
                                                            if g == "carpal"]
@@ -71,4 +71,6 @@ def test_copy_paste_config_errors_name_the_key(catalogue):
     with pytest.raises(ValueError, match="select no class"):
         CopyPaste.from_config(load_config(None, ["data.copy_paste_p=0.5", "data.copy_paste_groups=[wing]"]).data,
                               catalogue.names, catalogue.groups)
+    with pytest.raises(ValueError, match="select no class"):  # no hand-bone group is assumed by default
+        CopyPaste.from_config(load_config(None, ["data.copy_paste_p=0.5"]).data, catalogue.names, catalogue.groups)
     assert CopyPaste.from_config(load_config(None).data, catalogue.names, catalogue.groups) is None

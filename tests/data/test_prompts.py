@@ -2,6 +2,8 @@
 variant of a seed sees the same targets, and the shuffled control asks for an independent draw."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,16 +13,19 @@ from mmseg_text.data.index import build_index
 from mmseg_text.data.preprocess import Preprocessor
 from mmseg_text.data.prompts import GroupPrompt
 from mmseg_text.studies.ablation import POSITIVE_CONTROL, aggregate
+from mmseg_text.text.templates import CaptionTemplateError, load_templates
+
+REQUEST = load_templates().request  # the bundled wording
 
 
 def test_subsets_draws_and_masks(catalogue):
-    prompt = GroupPrompt(tuple(catalogue.groups), seed=0)
+    prompt = GroupPrompt(tuple(catalogue.groups), seed=0, request=REQUEST)
     assert prompt.groups == ("finger", "carpal", "forearm")
     assert len(prompt.subsets()) == 7 and ("finger", "carpal", "forearm") in prompt.subsets()
     draws = [prompt.draw(epoch, i) for epoch in range(3) for i in range(20)]
     assert all(t == a for t, a in draws) and len({t for t, _ in draws}) == 7
-    assert prompt.draw(1, 5) == GroupPrompt(tuple(catalogue.groups), seed=0).draw(1, 5)
-    shuffled = GroupPrompt(tuple(catalogue.groups), seed=0, shuffled=True)
+    assert prompt.draw(1, 5) == GroupPrompt(tuple(catalogue.groups), seed=0, request=REQUEST).draw(1, 5)
+    shuffled = GroupPrompt(tuple(catalogue.groups), seed=0, request=REQUEST, shuffled=True)
     pairs = [shuffled.draw(0, i) for i in range(40)]
     assert [t for t, _ in pairs] == [prompt.draw(0, i)[0] for i in range(40)]  # same targets as the real prompt
     assert sum(t != a for t, a in pairs) > 25  # but the caption mostly asks for something else
@@ -30,11 +35,26 @@ def test_subsets_draws_and_masks(catalogue):
     assert prompt.sentence(("finger", "carpal", "forearm")) == "Segment only the finger, carpal and forearm bones."
 
 
+def test_the_request_wording_comes_from_the_templates_file(tmp_path, catalogue):
+    bundled = load_templates()
+    text = Path(bundled.source).read_text(encoding="utf-8")
+    french = tmp_path / "fr.yaml"
+    french.write_text(text.replace('prompt: "Segment only the {groups} bones."', 'prompt: "Segmenter les os {groups}."')
+                      .replace("prompt_and: and", "prompt_and: et"), encoding="utf-8")
+    prompt = GroupPrompt(tuple(catalogue.groups), seed=0, request=load_templates(french).request)
+    assert prompt.sentence(("finger", "carpal")) == "Segmenter les os finger et carpal."
+    old = tmp_path / "old.yaml"  # a template file from before the request was wording (an older export)
+    old.write_text("\n".join(line for line in text.splitlines() if not line.startswith("prompt")), encoding="utf-8")
+    templates = load_templates(old)  # still reads for captions
+    with pytest.raises(CaptionTemplateError, match=r"old.yaml: data.prompted_groups needs the key\(s\) \['prompt', 'prompt_and'\]"):
+        templates.request(("finger",))
+
+
 def test_dataset_targets_follow_the_caption_and_text_off_sees_the_same_targets(tiny_root, tmp_path, catalogue):
     cfg = load_config(None, [f"data.root={tiny_root}", "data.num_folds=2"])
     index = build_index(cfg.data, catalogue, progress=False)
     pre = Preprocessor(image_size=64, mean=(0.5,), std=(0.5,))
-    prompt = GroupPrompt(tuple(catalogue.groups), seed=7)
+    prompt = GroupPrompt(tuple(catalogue.groups), seed=7, request=REQUEST)
 
     def dataset(caption_fn):
         return SegmentationDataset(index.records, index.facts, class_names=catalogue.names, preprocess=pre,
@@ -48,7 +68,7 @@ def test_dataset_targets_follow_the_caption_and_text_off_sees_the_same_targets(t
     for i in range(len(text_on)):
         on, off, full = text_on[i], text_off[i], plain[i]
         target, _ = prompt.draw(0, i)
-        assert on["caption"] == "X-ray. " + GroupPrompt.sentence(target)
+        assert on["caption"] == "X-ray. " + prompt.sentence(target)
         np.testing.assert_array_equal(on["masks"].numpy(), off["masks"].numpy())  # paired targets
         present = on["masks"].flatten(1).any(1).numpy()
         assert set(groups[present]) <= set(target)

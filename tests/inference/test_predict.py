@@ -306,7 +306,7 @@ def test_prediction_writes_the_facts_its_captions_used_and_evaluate_splits_bent_
     from mmseg_text.evaluation.scoring import evaluate_submission
 
     result = evaluate_submission(out, tiny_root / "test" / "outputs_json", facts=tmp_path / "sub_facts.csv")
-    wrist = result["wrist"]
+    wrist = result["subgroups"]
     assert (wrist["num_bent"], wrist["num_straight"]) == (sum(a >= 15 for a in angles), sum(a < 15 for a in angles))
     per_image = {name: np.mean(list(row.values())) for name, row in result["per_image"].items()}
     bent = [per_image[f.name] for f, a in zip(files, angles) if a >= 15]  # the subgroup mean is over its images

@@ -51,7 +51,7 @@ def test_run_ablation_reuses_finished_runs_and_writes_all_outputs(tmp_path):
             run = tmp_path / variant.name / f"seed{seed}"
             run.mkdir(parents=True)
             last = {"mean_dice": base + step * seed, "grouped": {"finger": base, "carpal": base, "forearm": base},
-                    "wrist": {"bent": None, "straight": base}}
+                    "subgroups": {"bent": None, "straight": base}}
             curve = [[100, base / 2], [200, base + step * seed]]
             (run / "summary.json").write_text(json.dumps({"last": last, "val_curve": curve}))
     result = run_ablation(None, tmp_path, seeds=3, variants=variants, launcher=["false"])
@@ -120,7 +120,7 @@ def test_ablation_trains_through_the_package_not_the_scripts_folder(tmp_path, mo
         commands.append(cmd)
         out = Path(next(a.split("=", 1)[1] for a in cmd if a.startswith("output_dir=")))
         out.mkdir(parents=True)
-        last = {"mean_dice": 0.5, "grouped": {}, "wrist": {}}
+        last = {"mean_dice": 0.5, "grouped": {}, "subgroups": {}}
         (out / "summary.json").write_text(json.dumps({"last": last}))
 
     monkeypatch.setattr(ablation.subprocess, "run", fake_run)
@@ -136,7 +136,7 @@ def test_gate_trajectories_are_summarised_per_variant_and_plotted(tmp_path):
         for seed, last_gate in enumerate((0.10, 0.30)):
             run = tmp_path / variant.name / f"seed{seed}"
             run.mkdir(parents=True)
-            summary = {"last": {"mean_dice": 0.7, "grouped": {}, "wrist": {}}, "val_curve": [[100, 0.7]]}
+            summary = {"last": {"mean_dice": 0.7, "grouped": {}, "subgroups": {}}, "val_curve": [[100, 0.7]]}
             if variant.name == "meta":
                 summary["gate_curve"] = [[50, [0.0, -0.01]], [100, [last_gate, -0.02]]]
             (run / "summary.json").write_text(json.dumps(summary))
@@ -149,3 +149,23 @@ def test_gate_trajectories_are_summarised_per_variant_and_plotted(tmp_path):
     assert m1 == pytest.approx(-0.02) and sd1 == pytest.approx(0.0)
     assert "| meta | +0.200 ± 0.141, -0.020 ± 0.000 |" in (tmp_path / "ablation.md").read_text()
     assert (tmp_path / "ablation_gates.png").stat().st_size > 1000
+
+
+def test_tables_show_the_catalogue_groups_and_subgroups_whatever_the_anatomy():
+    # a non-hand catalogue: groups round / angular and no fact subgroups; the tables name them, never "–"
+    runs = {name: [{"mean": 0.5 + d + s / 100, "round": 0.4 + d, "angular": 0.6 + d, "test mean": 0.45 + d,
+                    "test round": 0.35 + d} for s in range(3)] for name, d in (("none", 0.0), ("meta", 0.01))}
+    result = aggregate(runs)
+    assert result["subsets"] == ["mean", "round", "angular", "test mean", "test round"]
+    text = to_markdown(result, seeds=3)
+    assert "| variant | mean | round | angular |" in text and "| variant | mean | round |" in text
+    assert "–" not in text.split("## Against")[0] and "finger" not in text
+    assert "### test round: against no text" in text  # every held-out subset is compared seed by seed
+
+
+def test_held_out_scores_name_the_groups_and_fact_subgroups_of_the_evaluation():
+    from mmseg_text.studies.held_out import held_out_scores
+
+    result = {"mean_dice": 0.8, "groups": {"round": 0.7, "angular": 0.9},
+              "subgroups": {"facts": "f.csv", "bent": 0.6, "num_bent": 2, "straight": None, "num_straight": 0}}
+    assert held_out_scores(result) == {"test mean": 0.8, "test round": 0.7, "test angular": 0.9, "test bent": 0.6}

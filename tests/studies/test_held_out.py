@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -44,18 +43,20 @@ def test_score_run_predicts_the_test_split_and_caches_its_evaluation(trained, ti
     n_test = len(list((tiny_root / "test" / "DCM").rglob("*.png")))
     n_bent = int(pd.read_csv(facts)["bent_wrist"].sum())
     assert result["num_images"] == n_test
-    assert result["wrist"]["num_bent"] == n_bent and result["wrist"]["num_straight"] == n_test - n_bent
+    assert result["subgroups"]["num_bent"] == n_bent and result["subgroups"]["num_straight"] == n_test - n_bent
     # a 4-step model finds no hand in its first pass, so the captions said "unknown" and no facts file was written
     first_pass = run_copy / "test" / "submission_facts.csv"
     assert (result["first_pass_bent_agreement"] is None) == (not first_pass.exists())
     scores = held_out_scores(result)
-    assert scores["test mean"] == result["mean_dice"] and scores["test bent"] == result["wrist"]["bent"]
+    assert scores["test mean"] == result["mean_dice"] and scores["test bent"] == result["subgroups"]["bent"]
     assert set(scores) == {"test mean", "test finger", "test carpal", "test forearm", "test bent", "test straight"}
 
     def no_second_prediction(*args, **kwargs):
         raise AssertionError("a scored run must not be predicted again")
 
-    monkeypatch.setattr(subprocess, "run", no_second_prediction)
+    import mmseg_text.inference.predictor as predictor
+
+    monkeypatch.setattr(predictor, "predict", no_second_prediction)
     assert score_run(run_copy, facts)["mean_dice"] == result["mean_dice"]
 
 

@@ -181,3 +181,30 @@ def test_clean_stale_temporaries_removes_only_leftover_folders(tmp_path, caplog)
     assert [r.getMessage() for r in caplog.records] == [
         f"removed {p}, the leftover of an interrupted save" for p in stale]
     assert clean_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_rotation_keeps_the_newest_checkpoints(tmp_path, acc_model):
+    accelerator, model, optimizer = acc_model
+    for step in range(1, 5):
+        _step(model, optimizer)
+        save_training_state(accelerator, tmp_path, step, {"progress": {"step": step}}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000003", "step_00000004"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000003", "step_00000004"]
+    save_training_state(accelerator, tmp_path, 5, {"progress": {"step": 5}}, keep=0)  # 0 keeps every one
+    assert len(list_checkpoints(tmp_path)) == 3
+
+
+def test_a_kill_between_the_renames_of_an_export_restores_the_previous_best(tmp_path):
+    # save_model_dir moves best/ aside to .best.old-*, then the new copy in: killed between the two renames,
+    # the run has no best/ but its previous export in .best.old-*, and the unfinished new one in .best.*.tmp.
+    old = tmp_path / ".best.old-1a2b3c4d"
+    old.mkdir()
+    (old / "model.safetensors").write_bytes(b"previous")
+    (tmp_path / ".best.x1y2.tmp").mkdir()
+    removed = clean_stale_temporaries(tmp_path)
+    assert (tmp_path / "best" / "model.safetensors").read_bytes() == b"previous"
+    assert [p.name for p in removed] == [".best.x1y2.tmp"] and not old.exists()
+    # with best/ in place, a leftover .best.old-* is only a leftover
+    stale = tmp_path / ".best.old-99999999"
+    stale.mkdir()
+    assert clean_stale_temporaries(tmp_path) == [stale] and (tmp_path / "best").is_dir()

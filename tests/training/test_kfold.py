@@ -10,6 +10,8 @@ import yaml
 
 from mmseg_text.cli import predict as predict_cli
 from mmseg_text.cli import train as train_cli
+from mmseg_text.run_layout import RunLayout
+from mmseg_text.thresholds import load_sweep
 from mmseg_text.training import kfold
 from mmseg_text.inference.predictor import PredictOptions, Predictor
 from mmseg_text.rle import read_submission
@@ -27,14 +29,14 @@ def test_all_folds_oof_thresholds_resume_and_ensemble_prediction(tiny_root, tmp_
     assert train_cli.main(["--config", str(config), "--folds", "all"]) == 0
     run = tmp_path / "run"
     assert sorted(p.name for p in run.glob("fold*")) == ["fold0", "fold1"]
-    counts = [kfold.load_sweep(run / f"fold{k}" / kfold.OOF_COUNTS_FILE) for k in range(2)]
+    counts = [load_sweep(RunLayout(run).fold(k).oof_counts) for k in range(2)]
     val_images = [json.loads((run / f"fold{k}" / "summary.json").read_text())["last"]["num_images"] for k in range(2)]
     assert [len(c) for c in counts] == val_images and sum(val_images) == 8  # every training image once, out of fold
     doc = json.loads((run / "thresholds.json").read_text())
     assert len(doc["thresholds"]) == 29 and doc["out_of_fold_images"] == 8
     assert doc["out_of_fold_mean_dice"] >= doc["out_of_fold_mean_dice_at_0.5"] - 1e-12  # tuning never loses
 
-    monkeypatch.setattr("mmseg_text.training.loop.train", lambda *a, **k: pytest.fail("a finished fold was trained again"))
+    monkeypatch.setattr("mmseg_text.training.kfold.train", lambda *a, **k: pytest.fail("a finished fold was trained again"))
     assert train_cli.main(["--config", str(config), "--folds", "0,1"]) == 0  # resume: nothing to do
 
     predictor = Predictor([run], PredictOptions())

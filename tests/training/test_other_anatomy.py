@@ -45,6 +45,7 @@ def test_non_hand_catalogue_trains_predicts_evaluates_and_reports(shapes_root, t
     summary = train(load_config(_config(shapes_root, tmp_path, mode)))
     assert summary["steps"] == 3
     assert set(summary["last"]["per_class"]) == {"disc", "square", "triangle", "ring-segment", "bar"}
+    assert set(summary["last"]["grouped"]) == {"round", "angular"} and summary["last"]["subgroups"] == {}
     best = tmp_path / "run" / "best"
     exported = load_exported(best)
     assert len(exported.catalogue) == NUM_CLASSES and exported.catalogue.hand_geometry is None
@@ -65,6 +66,7 @@ def test_non_hand_catalogue_trains_predicts_evaluates_and_reports(shapes_root, t
                             "--overlays", str(tmp_path / "overlays")]) == 0
     report = (tmp_path / "run" / "report.md").read_text()
     assert f"{evaluation['mean_dice']:.4f}" in report and "| disc |" in report
+    assert "| test Dice, round |" in report and "| test Dice, angular |" in report and "worst classes" in report
 
 
 def test_captions_of_a_catalogue_without_hand_geometry_have_no_side_or_angle(shapes_root):
