@@ -125,7 +125,7 @@ def bench_config(args: argparse.Namespace, *, text: bool = True, root: Path | No
     if not text:
         overrides.append("text.mode=none")  # conditioning becomes none by itself
     elif args.text == "tiny":
-        overrides += ["text.hf_path=null", "text.model=tiny-clip", "text.pretrained=null"]
+        overrides += ["text.tower=open_clip", "text.hf_path=null", "text.model=tiny-clip", "text.pretrained=null"]
     if image_size:
         overrides.append(f"data.image_size={image_size}")
     if root is not None:
