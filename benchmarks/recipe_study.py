@@ -8,6 +8,7 @@ Variants (each against ``whole256``, the demo recipe on data with 1024 px source
   crops256_of_1024_image_dice  the same with per-image Dice (the loss before crops had their own default)
   crops256_of_512   256 crops from a 512 cache: a crop spans half the image, as 1024 crops of 2048 originals do
   ema               + timm ModelEmaV3 of the weights (validated and exported)
+  swa               + stochastic weight averaging of the last quarter (a snapshot every 10 steps, BatchNorm refreshed)
   copy_paste        + carpal copy-paste, p=0.5
   dice_focal        MONAI Dice+Focal instead of BCE+Dice
   fold0 / folds     one 3-fold run: its fold-0 model alone (its own validation thresholds) vs the 3-model
@@ -41,6 +42,7 @@ VARIANTS: dict[str, list[str]] = {
                                     "train.batch_dice=false"],
     "crops256_of_512": ["data.cache_size=512", "data.crop_size=256", "predict.window_overlap=0.25"],
     "ema": ["train.ema_decay=0.99"],
+    "swa": ["train.averaging=swa", "train.swa_start=0.75", "train.swa_every=10"],
     "copy_paste": ["data.copy_paste_p=0.5", "data.copy_paste_groups=[carpal]"],
     "dice_focal": ["train.loss=dice_focal"],
 }
@@ -56,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=250)
     p.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS) + ["folds"])
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides given to every run (e.g. data.image_size=128 for a cheaper study)")
     return p.parse_args(argv)
 
 
@@ -81,7 +85,7 @@ def _train(args, run: Path, overrides: list[str], seed: int, env, folds: bool = 
         return
     cmd = [sys.executable, "-m", "mmseg_text.cli.train", *(["--folds", "all"] if folds else []), "--config",
            args.config, f"data.root={args.root}", f"output_dir={run}", f"train.max_steps={args.steps}",
-           f"train.seed={seed}", "train.checkpoint_every=0", "data.num_workers=0", *overrides,
+           f"train.seed={seed}", "train.checkpoint_every=0", "data.num_workers=0", *args.set, *overrides,
            *([f"data.num_folds={FOLDS}"] if folds else [])]
     _run(cmd, run / "study.log", env)
 

@@ -1,0 +1,1 @@
+"""Evaluation: scoring a submission CSV against ground truth, and the run report."""

@@ -1,0 +1,1 @@
+"""Studies: ablations and their report, held-out test scoring, paired statistics, the counterfactual probe."""

@@ -1,0 +1,1 @@
+"""Training: run data, the Accelerate loop, optimizer, losses, weight averaging, validation, training state, k-fold."""
