@@ -44,7 +44,8 @@ class ExportedModel:
 
 def export_model(directory: str | Path, model: TextConditionedSegmenter, cfg: Config, catalogue: ClassCatalogue,
                  preprocess: Preprocessor, *, thresholds: Sequence[float],
-                 metrics: Optional[Mapping[str, Any]] = None) -> Path:
+                 metrics: Optional[Mapping[str, Any]] = None,
+                 state_dict: Optional[Mapping[str, torch.Tensor]] = None) -> Path:
     """Write ``directory`` atomically (``save_model_dir``), with copies of the catalogue and templates."""
     doc = copy.deepcopy(cfg.to_dict())
     doc["data"]["classes"] = CLASSES_FILE  # relative: resolved against the model directory on load
@@ -56,7 +57,7 @@ def export_model(directory: str | Path, model: TextConditionedSegmenter, cfg: Co
              THRESHOLDS_FILE: {"classes": list(catalogue.names), "thresholds": [float(t) for t in thresholds]}}
     if metrics is not None:
         extra[VAL_METRICS_FILE] = dict(metrics)
-    return save_model_dir(directory, model, doc, extra=extra, text_files=text_files)
+    return save_model_dir(directory, model, doc, extra=extra, text_files=text_files, state_dict=state_dict)
 
 
 def load_exported(directory: str | Path, map_location: str | torch.device = "cpu") -> ExportedModel:

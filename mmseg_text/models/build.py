@@ -155,8 +155,12 @@ def _plain_file_name(name: str) -> str:
 
 
 def save_model_dir(directory: str | Path, model: TextConditionedSegmenter, cfg: Any, *,
-                    extra: Optional[Mapping[str, Any]] = None, text_files: Optional[Mapping[str, str]] = None) -> Path:
+                   extra: Optional[Mapping[str, Any]] = None, text_files: Optional[Mapping[str, str]] = None,
+                   state_dict: Optional[Mapping[str, torch.Tensor]] = None) -> Path:
     """Write ``directory`` (model.safetensors, config.yaml, model_meta.json, extra files) atomically.
+
+    ``state_dict``: the full weights when ``model`` alone cannot give them (FSDP shards them across processes:
+    the caller gathers them with ``accelerator.get_state_dict`` on every rank); default ``model.state_dict()``.
 
     ``extra`` maps file names to JSON-able objects, e.g. ``{"thresholds.json": {...}}``; ``text_files`` maps
     file names to text written as is (the class catalogue and caption templates a model was trained with).
@@ -179,7 +183,8 @@ def save_model_dir(directory: str | Path, model: TextConditionedSegmenter, cfg: 
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700
-        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        weights = model.state_dict() if state_dict is None else state_dict
+        state = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         atomic_write_text(tmp / CONFIG_FILE, yaml.safe_dump(cfg_dict, sort_keys=False))
         atomic_write_json(tmp / META_FILE, model_meta(model))

@@ -269,11 +269,15 @@ def _validate(accelerator, model, val_loader, text, catalogue: ClassCatalogue, c
 
 def _export_best(accelerator: Accelerator, model, cfg: Config, catalogue: ClassCatalogue, data: RunData,
                  result: EvalResult) -> None:
-    """``output_dir/best``: a self-contained model directory (inference/model_dir.py) of the best validation step."""
+    """``output_dir/best``: a self-contained model directory (inference/model_dir.py) of the best validation step.
+
+    The weights are gathered by ``accelerator.get_state_dict`` on every process: under FSDP it is a collective
+    (each rank holds a shard), so a main-process-only ``state_dict()`` would return a shard or hang."""
+    state = accelerator.get_state_dict(model)  # all ranks; the full state dict on the main process
     if accelerator.is_main_process:
         layout = RunLayout(cfg.output_dir)
         export_model(layout.best, accelerator.unwrap_model(model), cfg, catalogue, data.preprocess,
-                     thresholds=result.thresholds, metrics=result.to_dict(catalogue))
+                     thresholds=result.thresholds, metrics=result.to_dict(catalogue), state_dict=state)
         if result.sweep is not None:  # the best model's validation counts: out-of-fold threshold tuning (kfold.py)
             save_sweep(layout.oof_counts, result.sweep)
     accelerator.wait_for_everyone()
