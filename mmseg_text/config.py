@@ -171,7 +171,12 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
     if path is not None:
         path = Path(path)
         if not path.exists():
-            raise ConfigError(f"config file not found: {path}")
+            from mmseg_text.assets import CONFIGS_DIR, bundled_config
+
+            path = bundled_config(path) or path  # a packaged config by name: --config demo
+        if not path.exists():
+            names = sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+            raise ConfigError(f"config file not found: {path} (a YAML path, or a packaged config: {names})")
         if path.is_dir():
             raise ConfigError(f"--config {path} is a directory; give the path of a YAML config file")
         try:

@@ -98,3 +98,21 @@ def test_a_shipped_config_that_says_nothing_is_downloaded_names_no_hub_tag(path)
         assert not hub, f"{path.name} says nothing is downloaded, but {hub} are hub tags"
     if hub:
         assert "download" in text.lower(), f"{path.name} uses hub tags {hub} and does not say they download"
+
+
+def test_a_packaged_config_loads_by_name_and_an_unknown_name_lists_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here: as from a wheel
+    assert load_config("demo").model.encoder == load_config("demo.yaml").model.encoder == "tf_efficientnet_lite0"
+    with pytest.raises(ConfigError, match=r"config file not found: nope .*\['demo', 'swin_unet_clip', 'unet_effnet_clip'\]"):
+        load_config("nope")
+
+
+def test_help_shows_plain_text_and_other_ranks_log_only_warnings(monkeypatch):
+    from mmseg_text.cli.common import help_text, is_non_main_rank
+
+    assert help_text("``mmseg-train``: runs :func:`~mmseg_text.training.loop.train`.\n\nMore.") == \
+        "mmseg-train: runs mmseg_text.training.loop.train."
+    monkeypatch.setenv("RANK", "1")
+    assert is_non_main_rank()
+    monkeypatch.setenv("RANK", "0")
+    assert not is_non_main_rank()

@@ -1,5 +1,5 @@
-"""Data files shipped inside the package: the hand-bone catalogue, the caption templates and the
-tiny open_clip test configs. They are package data, so a non-editable install (``pip install .``)
+"""Data files shipped inside the package: the hand-bone catalogue, the caption templates, the run configs
+(``configs/``, also reachable from the checkout's top-level ``configs`` link) and the tiny open_clip test configs. They are package data, so a non-editable install (``pip install .``)
 finds them from any working directory.
 
 A config value such as ``data.classes`` may name a file on disk or one of these files by name
@@ -12,6 +12,17 @@ from typing import Optional
 
 ASSETS_DIR = Path(__file__).resolve().parent
 OPEN_CLIP_CONFIG_DIR = ASSETS_DIR / "open_clip"
+CONFIGS_DIR = ASSETS_DIR / "configs"
+
+
+def bundled_config(value: str | Path) -> Optional[Path]:
+    """``demo`` / ``demo.yaml`` -> the packaged run config of that name (``mmseg-train --config demo`` from a
+    wheel); None when ``value`` is a path or names no packaged config."""
+    path = Path(value)
+    if len(path.parts) != 1:
+        return None
+    candidate = CONFIGS_DIR / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    return candidate if candidate.is_file() else None
 
 
 def resolve_data_file(value: str | Path, *, what: str, base: Optional[Path] = None) -> Path:

@@ -10,13 +10,13 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from mmseg_text.cli.common import add_config_args, run_main
+from mmseg_text.cli.common import add_config_args, help_text, run_main
 
 
 def _body(argv: Sequence[str] | None) -> int:
     from mmseg_text.studies.ablation import POSITIVE_CONTROL, VARIANTS, run_ablation
 
-    parser = argparse.ArgumentParser(prog="mmseg-ablate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mmseg-ablate", description=help_text(__doc__))
     add_config_args(parser, default_config=None)
     parser.add_argument("--seeds", type=int, default=2, help="seeds per variant (default: %(default)s)")
     parser.add_argument("--out", required=True, help="output folder (runs, ablation.md/json/png)")

@@ -9,12 +9,13 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from mmseg_text.cli.common import help_text
 from mmseg_text.catalogue import load_catalogue
 from mmseg_text.data.checks import check_dataset
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="mmseg-check-data", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mmseg-check-data", description=help_text(__doc__))
     parser.add_argument("root", help="dataset root (ROOT/train/DCM, ROOT/train/outputs_json, ROOT/meta_data.xlsx)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--classes", default=None, help="class catalogue: a YAML path or a bundled name (default hand_bones)")

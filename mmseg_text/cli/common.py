@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -18,6 +19,18 @@ def is_user_error(err: BaseException) -> bool:
     return isinstance(err, USER_ERRORS) or type(err).__module__.startswith("mmseg_text.")
 
 
+def help_text(doc: str | None) -> str:
+    """A module docstring's first paragraph as ``--help`` shows it: reST roles and literals as plain text."""
+    first = (doc or "").strip().split("\n\n", 1)[0]
+    first = re.sub(r":\w+:`~?([^`]+)`", r"\1", first)  # :func:`x` -> x
+    return " ".join(re.sub(r"``([^`]+)``", r"\1", first).split())
+
+
+def is_non_main_rank() -> bool:
+    """True in a launched process other than rank 0 (torchrun / accelerate set RANK)."""
+    return os.environ.get("RANK", "0") not in ("", "0")
+
+
 def add_config_args(parser: argparse.ArgumentParser, default_config: str | None = None) -> None:
     parser.add_argument("--config", default=default_config, help="YAML config file (default: %(default)s)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. train.lr=3e-4")
@@ -30,7 +43,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def run_main(body: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     # Our own messages at INFO; libraries (open_clip, timm, accelerate) only when they warn.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mmseg_text").setLevel(logging.INFO)
+    # Rank-aware: with several processes only rank 0 logs at INFO; the others say only what goes wrong.
+    logging.getLogger("mmseg_text").setLevel(logging.WARNING if is_non_main_rank() else logging.INFO)
     try:
         return int(body(argv) or 0)
     except Exception as err:

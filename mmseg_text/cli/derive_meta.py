@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from mmseg_text.cli.common import help_text
 from mmseg_text.catalogue import load_catalogue
 from mmseg_text.data.layout import find_images
 from mmseg_text.data.wrist import WristGeometryError, derive_metadata
@@ -17,7 +18,7 @@ from mmseg_text.io import atomic_write_text
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmseg-derive-meta", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mmseg-derive-meta", description=help_text(__doc__))
     parser.add_argument("root", help="dataset root (ROOT/<split>/DCM and ROOT/<split>/outputs_json)")
     parser.add_argument("--split", default="train", help="split folder to read (default train)")
     parser.add_argument("--classes", default=None, help="class catalogue declaring derived.hand_geometry (default hand_bones)")

@@ -8,11 +8,11 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from mmseg_text.cli.common import run_main
+from mmseg_text.cli.common import help_text, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmseg-evaluate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mmseg-evaluate", description=help_text(__doc__))
     parser.add_argument("--pred", required=True, type=Path, help="submission CSV (image_name,class,rle)")
     parser.add_argument("--gt", required=True, type=Path, help="annotation folder, e.g. ROOT/test/outputs_json")
     parser.add_argument("--images", type=Path, default=None,

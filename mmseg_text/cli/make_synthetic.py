@@ -9,11 +9,12 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from mmseg_text.cli.common import help_text
 from mmseg_text.data.synthetic import generate_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmseg-make-synthetic", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mmseg-make-synthetic", description=help_text(__doc__))
     parser.add_argument("--out", required=True, help="dataset root to write (created if missing)")
     parser.add_argument("--ids", type=int, required=True, help="number of people (two images each)")
     parser.add_argument("--size", type=int, default=2048, help="image side in pixels (default 2048)")

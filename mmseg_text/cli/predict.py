@@ -13,11 +13,11 @@ import argparse
 import json
 from typing import Sequence
 
-from mmseg_text.cli.common import run_main
+from mmseg_text.cli.common import help_text, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmseg-predict", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mmseg-predict", description=help_text(__doc__))
     parser.add_argument("--checkpoint", required=True, nargs="+",
                         help="exported model folder(s), e.g. runs/demo/best; several make an ensemble")
     parser.add_argument("--images", required=True, help="folder tree of PNG/DICOM images (or one file)")

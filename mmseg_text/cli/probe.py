@@ -9,11 +9,11 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from mmseg_text.cli.common import run_main
+from mmseg_text.cli.common import help_text, run_main
 
 
 def _body(argv: Sequence[str] | None) -> int:
-    parser = argparse.ArgumentParser(prog="mmseg-probe", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mmseg-probe", description=help_text(__doc__))
     parser.add_argument("--checkpoint", required=True, nargs="+", help="exported model folder(s)")
     parser.add_argument("--images", required=True, help="folder tree of PNG/DICOM images")
     parser.add_argument("--meta", required=True, help="metadata table (meta_data.xlsx or .csv)")

@@ -5,13 +5,13 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from mmseg_text.cli.common import run_main
+from mmseg_text.cli.common import help_text, run_main
 
 
 def _body(argv: Optional[Sequence[str]]) -> int:
     from mmseg_text.evaluation.report import write_report
 
-    parser = argparse.ArgumentParser(prog="mmseg-report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mmseg-report", description=help_text(__doc__))
     parser.add_argument("run_dir")
     parser.add_argument("--evaluation", required=True, help="evaluation.json written by mmseg-evaluate --out")
     parser.add_argument("--overlays", default=None, help="folder of overlay PNGs from mmseg-predict --save-overlays")

@@ -1,6 +1,6 @@
 """``mmseg-train`` / ``accelerate launch scripts/train.py``: config + overrides -> ``training.loop.train``.
 
-With no ``--config`` it runs ``configs/demo.yaml`` (when the checkout has it) and makes the synthetic
+With no ``--config`` it runs the packaged ``demo`` config (``configs/demo.yaml``) and makes the synthetic
 dataset first when absent. ``--folds all`` trains every fold (training/kfold.py).
 """
 from __future__ import annotations
@@ -10,15 +10,14 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from mmseg_text.cli.common import add_config_args, config_from_args, run_main
+from mmseg_text.cli.common import add_config_args, config_from_args, help_text, run_main
 
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 logger = logging.getLogger(__name__)
 
 
 def _body(argv: Sequence[str] | None) -> int:
-    parser = argparse.ArgumentParser(prog="mmseg-train", description=__doc__.splitlines()[0])
-    add_config_args(parser, default_config=str(DEMO_CONFIG) if DEMO_CONFIG.is_file() else None)
+    parser = argparse.ArgumentParser(prog="mmseg-train", description=help_text(__doc__))
+    add_config_args(parser, default_config="demo")
     parser.add_argument("--resume", default=None, help="'latest' (this output_dir's newest checkpoint) or a checkpoint folder")
     parser.add_argument("--folds", default=None,
                         help="'all' or a list like 0,2: train these folds into output_dir/fold<k>/ (resuming fold by "
