@@ -127,6 +127,7 @@ def test_non_editable_install_predicts_from_an_empty_folder(checkpoint, tiny_roo
     subprocess.run(pip + ["install", "--no-deps", "--no-compile", "--target", str(site), *map(str, wheel_dir.glob("*.whl"))],
                    check=True)
     assert (site / "mmseg_text" / "assets" / "hand_bones.yaml").is_file()  # package data is in the wheel
+    assert (site / "mmseg_text" / "assets" / "configs" / "demo.yaml").is_file()  # so is mmseg-train --config demo
     code = ("import mmseg_text, sys; from mmseg_text.cli.predict import main; "
             "print('package:', mmseg_text.__file__); sys.exit(main(sys.argv[1:]))")
     out = empty / "submission.csv"
