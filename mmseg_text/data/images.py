@@ -1,24 +1,34 @@
 """Read an X-ray into a uint8 grayscale array: 8/16-bit PNG (1 or 3 channels) or DICOM.
 
 Real PNGs are single-channel but often saved as 3-channel; 16-bit files are scaled by their own
-intensity range so every image uses the full 0..255 span. Anything unreadable or truncated raises
+intensity range so every image uses the full 0..255 span. A DICOM goes through its modality LUT and
+its VOI LUT (window), as a viewer shows it. Anything unreadable or truncated raises
 ``ImageReadError`` naming the file, instead of the ``None`` that ``cv2.imread`` returns silently.
+DICOM needs the ``dicom`` extra (pydicom and the JPEG / JPEG 2000 decoders of compressed DX/CR);
+without it a .dcm input raises ``MissingDicomSupportError`` naming the file and the pip command.
 """
 from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import cv2
 import numpy as np
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DICOM_SUFFIXES = (".dcm", ".dicom")
+DICOM_INSTALL = "pip install 'mmseg-text[dicom]'"
 
 
 class ImageReadError(OSError):
     """An image file cannot be decoded; the message names the file and why."""
+
+
+class MissingDicomSupportError(ImportError):
+    """A DICOM file needs pydicom or a decoder plugin that is not installed. An ImportError, not an
+    ImageReadError: it is the environment that is wrong, so it stops the run instead of reporting (or
+    skipping) each DICOM as a bad file."""
 
 
 def read_image(path: str | Path, *, percentiles: Optional[tuple[float, float]] = None) -> np.ndarray:
@@ -81,30 +91,83 @@ def _rescale(image: np.ndarray, percentiles: Optional[tuple[float, float]]) -> n
         lo, hi = np.percentile(values, percentiles)
     else:
         lo, hi = float(values.min()), float(values.max())
+    return _scale_between(values, lo, hi)
+
+
+def _scale_between(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``lo`` -> 0 and ``hi`` -> 255, linearly, rounded and clipped."""
     if hi <= lo:  # a constant image: keep it black rather than dividing by zero
-        return np.zeros(image.shape, np.uint8)
+        return np.zeros(values.shape, np.uint8)
+    if not np.issubdtype(values.dtype, np.floating):
+        values = values.astype(np.float64)
     scaled = (values - lo) * (255.0 / (hi - lo))
     return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
 
 
 def _read_dicom(path: Path, percentiles: Optional[tuple[float, float]]) -> np.ndarray:
-    import pydicom  # imported lazily: only DICOM inputs need it
-
+    """Stored values -> modality LUT (rescale) -> VOI LUT (the file's window or LUT) -> uint8, by pydicom's
+    own functions; MONOCHROME1 (bone dark) is inverted to the usual look. The file's VOI decides the
+    display range and takes precedence over ``percentiles``; without one, the range is min..max or
+    ``percentiles`` of the modality values, as for a 16-bit PNG."""
+    try:
+        import pydicom
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
+    except ImportError as err:
+        raise MissingDicomSupportError(f"{path}: reading DICOM needs pydicom>=3.0 ({err}); "
+                                       f"install it with: {DICOM_INSTALL}") from None
     try:
         ds = pydicom.dcmread(path)
-        pixels = ds.pixel_array
+        meta = getattr(ds, "file_meta", None)
+        syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+        decoder = get_decoder(syntax) if syntax is not None and syntax.is_compressed else None
     except Exception as err:  # pydicom raises many exception types for broken files
         raise ImageReadError(f"{path}: not a readable DICOM ({type(err).__name__}: {err})") from None
-    if pixels.ndim == 3 and pixels.shape[-1] not in (3, 4):
-        pixels = pixels[0]  # multi-frame: the first frame
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    values = pixels.astype(np.float32) * slope + intercept
-    if values.ndim == 3:
-        values = cv2.cvtColor(values, cv2.COLOR_RGB2GRAY)
-    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        values = values.max() - values  # MONOCHROME1 stores bone dark: invert to the usual look
-    return _rescale(values, percentiles)
+    if decoder is not None and not decoder.is_available:
+        raise MissingDicomSupportError(f"{path}: its pixel data are compressed ({syntax.name}) and no decoder "
+                                       f"for it is installed ({'; '.join(decoder.missing_dependencies)}); "
+                                       f"install them with: {DICOM_INSTALL}")
+    try:
+        pixels = ds.pixel_array
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            pixels = pixels[0]  # multi-frame: the first frame
+        if int(ds.get("SamplesPerPixel", 1)) > 1:  # colour (pydicom gives RGB): no LUTs apply
+            return _rescale(cv2.cvtColor(pixels.astype(np.float32), cv2.COLOR_RGB2GRAY), percentiles)
+        values = apply_modality_lut(pixels, ds)
+        display = _voi_output_range(ds, apply_voi_lut)
+        if display is None:
+            image = _rescale(values, percentiles)
+        else:
+            if display.lut and not np.issubdtype(values.dtype, np.integer):
+                values = np.rint(values).astype(np.int64)  # a LUT is indexed by integers
+            image = _scale_between(apply_voi_lut(values, ds), *display.range)
+    except Exception as err:
+        raise ImageReadError(f"{path}: not a readable DICOM ({type(err).__name__}: {err})") from None
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        image = 255 - image  # the VOI output's minimum is white in MONOCHROME1
+    return image
+
+
+class _VoiRange(NamedTuple):
+    range: tuple[float, float]  # the VOI stage's output for the darkest and the brightest input
+    lut: bool  # a VOI LUT Sequence (else a window)
+
+
+def _voi_output_range(ds: Any, apply_voi_lut: Callable[..., np.ndarray]) -> Optional[_VoiRange]:
+    """The output range of the VOI transform that ``apply_voi_lut`` applies (it prefers the LUT), or None.
+
+    A window maps everything below it to pydicom's lowest output and everything above to its highest,
+    so passing -inf and +inf through gives that range. A LUT's range is that of its entries (files often
+    fill a 16-bit LUT with 12-bit values, so the nominal 0..65535 would leave the image nearly black).
+    """
+    items = ds.get("VOILUTSequence") or []
+    if items and items[0].get("LUTDescriptor") is not None and items[0].get("LUTData") is not None:
+        entries, first = int(items[0].LUTDescriptor[0]) or 2 ** 16, int(items[0].LUTDescriptor[1])
+        outputs = apply_voi_lut(np.arange(first, first + entries, dtype=np.int64), ds)
+        return _VoiRange((float(outputs.min()), float(outputs.max())), lut=True)
+    if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
+        low, high = apply_voi_lut(np.array([-np.inf, np.inf]), ds)
+        return _VoiRange((float(low), float(high)), lut=False)
+    return None
 
 
 def resize_to_model(image: np.ndarray, image_size: int) -> np.ndarray:

