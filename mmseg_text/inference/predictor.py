@@ -7,7 +7,9 @@ One path, in stages that a test can call alone:
   2. ``Predictor.probabilities``: every member (one or more exported directories, or a run directory of folds)
      and every TTA view (flip, scales), averaged; an input larger than a member's training size is tiled
      into windows of that size (``inference.tiling``);
-  3. ``masks_at_original_size`` + RLE rows + overlays.
+  3. ``Predictor.masks``: thresholded masks at each image's original size (``masks_at_original_size``), + RLE rows
+     + overlays. With windows, ``predict.stitch_rows`` (default on) makes 2. and 3. one row-streamed pass per image
+     (``tiling.blended_rows``): the same masks, without any (K, R, R) or (K, H0, W0) float map.
 Captions: with ``--with-meta`` the person's row of the metadata table; side and wrist angle (catalogues that
 declare hand geometry) from ``--derived-meta`` when it lists the image, else one first pass with the tuned
 thresholds, computed once per image and shared by every member and view.
@@ -15,6 +17,7 @@ thresholds, computed once per image and shared by every member and view.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -22,7 +25,6 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -34,7 +36,9 @@ from mmseg_text.data.preprocess import Preprocessor
 from mmseg_text.data.facts import UNKNOWN_FACTS, flip_side
 from mmseg_text.data.wrist import hand_facts_from_masks
 from mmseg_text.inference.model_dir import ExportedModel, find_exported, load_exported, read_thresholds
-from mmseg_text.inference.tiling import WindowOptions, model_probabilities, multiscale
+from mmseg_text.inference.tiling import (PackedMasks, ResizedRows, TensorRows, View, WindowOptions, blended_rows,
+                                         masks_from_rows, model_probabilities, multiscale, scaled_images,
+                                         window_forward)
 from mmseg_text.inference.image_files import find_image_files
 from mmseg_text.inference.overlays import save_overlay
 from mmseg_text.text.caption_encoder import CaptionEncoder, build_caption_encoder
@@ -59,6 +63,8 @@ class PredictOptions:
     window_overlap: Optional[float] = None
     weights: Optional[list[float]] = None  # one per member; None = equal
     overlays_dir: Optional[str] = None
+    num_workers: Optional[int] = None  # DataLoader workers decoding images
+    mixed_precision: Optional[str] = None  # no | fp16 | bf16: autocast of every member's forward
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -105,9 +111,13 @@ class Predictor:
         weights = options.weights or [1.0] * len(directories)
         if len(weights) != len(directories):
             raise ValueError(f"--weights has {len(weights)} values for {len(directories)} ensemble members")
-        self.members = [self._member(load_exported(d), w) for d, w in zip(directories, weights)]
+        exported = [load_exported(d) for d in directories]
+        cfg = exported[0].cfg
+        self.num_workers = _chosen(options.num_workers, getattr(cfg.predict, "num_workers", 0))
+        self.precision = _chosen(options.mixed_precision, getattr(cfg.predict, "mixed_precision", "no"))
+        self.members = [self._member(e, w) for e, w in zip(exported, weights)]
         first = self.members[0].exported
-        self.catalogue, cfg = first.catalogue, first.cfg
+        self.catalogue = first.catalogue
         for member in self.members[1:]:
             _check_compatible(first, member.exported)
         resolution = options.resolution or cfg.predict.resolution or first.preprocess.image_size
@@ -119,6 +129,8 @@ class Predictor:
         self.scales = list(_chosen(options.tta_scales, cfg.predict.tta_scales))
         self.batch_size = _chosen(options.batch_size, cfg.predict.batch_size)
         self.windows = WindowOptions.from_config(cfg.predict, overlap=options.window_overlap)
+        # predict.stitch_rows (config.py's PredictConfig, default True; older exported configs lack the key)
+        self.stitch_rows = bool(getattr(cfg.predict, "stitch_rows", True))
         self.meta_table = self._load_meta(cfg) if options.with_meta else None
         self.derived = derived_by_image(load_derived_csv(options.derived_meta)) if options.derived_meta else {}
         self.reads_meta = any(m.text is not None and m.text.mode.uses_meta for m in self.members)
@@ -132,6 +144,8 @@ class Predictor:
         model = exported.model.to(self.device).eval()
         if exported.cfg.train.channels_last:
             model.to(memory_format=torch.channels_last)
+        if self.precision != "no":
+            exported = replace(exported, model=AutocastForward(model, self.precision, self.device.type))
         return Member(exported, build_caption_encoder(exported.cfg, exported.catalogue, progress=False), float(weight))
 
     def _load_meta(self, cfg):
@@ -193,18 +207,93 @@ class Predictor:
             else:
                 todo.append(i)
         if todo:
-            first = self.probabilities(pixels[todo], ["unknown"] * len(todo), [{**metas[i], **UNKNOWN_FACTS} for i in todo])
-            cut = torch.as_tensor(self.thresholds, dtype=first.dtype, device=first.device).view(-1, 1, 1)
-            for i, masks in zip(todo, (first > cut).cpu().numpy()):
+            size = tuple(pixels.shape[-2:])  # masks at the inference resolution
+            first = self.masks(pixels[todo], ["unknown"] * len(todo), [{**metas[i], **UNKNOWN_FACTS} for i in todo],
+                               [size] * len(todo))
+            for i, masks in zip(todo, first):
                 facts[i] = hand_facts_from_masks(masks, self.catalogue)
         return facts
 
+    @property
+    def tiles(self) -> bool:
+        """Whether some member sees some view through windows (a view's size is not the member's window)."""
+        size = self.preprocess.image_size
+        return any(math.floor(size * s) != m.window for m in self.members for s in self.scales)
+
+    @torch.no_grad()
+    def masks(self, pixels: torch.Tensor, sides: Sequence[str], metas: Sequence[dict],
+              sizes: Sequence[tuple[int, int]]) -> Iterator[np.ndarray | PackedMasks]:
+        """Masks (K, H0, W0) per image of the batch, at ``sizes``: the thresholded ``probabilities``, resized; a bool
+        array, or ``PackedMasks`` from the row path (both: ``masks[k]`` is class k's bool mask; ``np.asarray``).
+
+        Without windows: one batched ``probabilities`` and ``masks_at_original_size``. With windows and
+        ``predict.stitch_rows``: one image at a time, ``row_source`` blends, averages, resizes and thresholds a
+        band of rows as soon as it is final, into packed bits. The windows run once each either way (no extra
+        time); what is held is one band (a window's height) of K float32 rows per view resolution and the packed
+        masks, instead of the (K, R, R) float maps of every member and view plus MONAI's own buffers. The images of
+        a batch then go through the network one by one, as the windows of ``model_probabilities`` already do.
+        """
+        if not (self.stitch_rows and self.tiles):
+            for probs, size in zip(self.probabilities(pixels, sides, metas), sizes):
+                yield self.masks_at_original_size(probs, size)
+            return
+        for b, size in enumerate(sizes):
+            yield masks_from_rows(self.row_source(pixels[b:b + 1], sides[b:b + 1], metas[b:b + 1], size),
+                                  self.thresholds, packed=True)
+
+    def row_source(self, pixels: torch.Tensor, sides: Sequence[str], metas: Sequence[dict], size: tuple[int, int]):
+        """One image's (``pixels`` (1, R, R)) ``probabilities`` at ``size``, as bands of rows (``tiling.blended_rows``):
+        every member x flip x scale is a ``View`` weighted by its share of the mean; views of one scale and window
+        share one band of rows; the sum at R is resized to ``size`` last, as ``masks_at_original_size`` does."""
+        total = sum(m.weight for m in self.members)
+        flips = [(list(sides), False)] + ([([flip_side(s) for s in sides], True)] if self.tta else [])
+        inputs: list[tuple[Any, list[torch.Tensor]]] = []  # members with one preprocessing share their input
+        groups: dict[tuple[int, int], list[View]] = {}  # (scale, window) -> views
+        for member in self.members:
+            pre = member.exported.preprocess
+            scaled = next((images for p, images in inputs if p == pre), None)
+            if scaled is None:
+                images = self.inputs(pixels, member)
+                scaled = [scaled_images(images, s) for s in self.scales]
+                inputs.append((pre, scaled))
+            fmt = torch.channels_last if member.exported.cfg.train.channels_last else torch.contiguous_format
+            weight = member.weight / (total * len(flips) * len(self.scales))
+            for view_sides, mirrored in flips:
+                forward = window_forward(member.exported.model, self._context(member, view_sides, metas), fmt)
+                for k, images in enumerate(scaled):
+                    groups.setdefault((k, member.window), []).append(View(forward, images, weight, mirrored))
+        resolution = tuple(pixels.shape[-2:])
+        source = blended_rows([(window, views) for (_, window), views in groups.items()], resolution, self.windows)
+        return source if tuple(size) == resolution else ResizedRows(source, *size)
+
     def masks_at_original_size(self, probs: torch.Tensor, orig_size: tuple[int, int]) -> np.ndarray:
-        """Bilinear upsampling of (K, R, R) probabilities to (H0, W0), per-class thresholds -> bool (K, H0, W0)."""
-        up = probs if tuple(probs.shape[-2:]) == tuple(orig_size) else \
-            F.interpolate(probs.unsqueeze(0), size=orig_size, mode="bilinear", align_corners=False)[0]
-        thresholds = torch.as_tensor(self.thresholds, dtype=up.dtype, device=up.device).view(-1, 1, 1)
-        return (up > thresholds).cpu().numpy()
+        """Bilinear upsampling of (K, R, R) probabilities to (H0, W0), per-class thresholds -> bool (K, H0, W0);
+        a band of rows at a time (``tiling.ResizedRows``): no (K, H0, W0) float map."""
+        source = TensorRows(probs)
+        if tuple(probs.shape[-2:]) != tuple(orig_size):
+            source = ResizedRows(source, *orig_size)
+        return masks_from_rows(source, self.thresholds)
+
+
+class AutocastForward(torch.nn.Module):
+    """``module``'s forward under ``torch.autocast`` (fp16 | bf16), its output cast back to float32: the windows,
+    blends and thresholds downstream keep float32. ``module`` stays reachable for hooks and attributes."""
+
+    DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+    def __init__(self, module: torch.nn.Module, precision: str, device_type: str):
+        super().__init__()
+        if precision not in self.DTYPES:
+            raise ValueError(f"mixed precision {precision!r}: expected one of no, {', '.join(self.DTYPES)}")
+        if precision == "fp16" and device_type == "cpu":
+            raise ValueError("--mixed-precision fp16 needs a GPU (float16 convolutions on CPU are slow); "
+                             "use bf16 on CPU, or no")
+        self.module, self.dtype, self.device_type = module, self.DTYPES[precision], device_type
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            out = self.module(*args, **kwargs)
+        return out.float()
 
 
 def _chosen(value: Any, default: Any) -> Any:
@@ -242,7 +331,9 @@ def predict(checkpoints: str | Path | Sequence[str | Path], images: str | Path, 
         raise ValueError(f"{images}: image name(s) {clash[:3]} appear more than once; CSV rows would clash")
     predictor = Predictor(checkpoints, options)
     overlays = Path(options.overlays_dir) if options.overlays_dir else None
-    loader = DataLoader(ImageFiles(files, predictor.preprocess), batch_size=predictor.batch_size, collate_fn=collate_images)
+    loader = DataLoader(ImageFiles(files, predictor.preprocess), batch_size=predictor.batch_size,
+                        collate_fn=collate_images, num_workers=predictor.num_workers,
+                        persistent_workers=False, pin_memory=predictor.device.type == "cuda")
 
     facts_rows: list[dict[str, Any]] = []
 
@@ -255,9 +346,8 @@ def predict(checkpoints: str | Path | Sequence[str | Path], images: str | Path, 
                 facts_rows.extend({"image_id": p.stem, "image_name": p.name, **f} for p, f in zip(paths, facts))
                 metas = [{**m, "wrist_angle_deg": f["wrist_angle_deg"], "bent_wrist": f["bent_wrist"]}
                          for m, f in zip(metas, facts)]
-                probs = predictor.probabilities(batch["pixels"], [f["side"] for f in facts], metas)
-                for path, p, size in zip(paths, probs, batch["orig_size"]):
-                    masks = predictor.masks_at_original_size(p, size)
+                images_masks = predictor.masks(batch["pixels"], [f["side"] for f in facts], metas, batch["orig_size"])
+                for path, masks in zip(paths, images_masks):
                     if overlays is not None:
                         save_overlay(overlays / f"{path.stem}.png", read_image(path), masks)
                     for name, mask in zip(predictor.catalogue.names, masks):

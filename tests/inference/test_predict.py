@@ -314,3 +314,44 @@ def test_prediction_writes_the_facts_its_captions_used_and_evaluate_splits_bent_
     assert wrist["bent"] == pytest.approx(np.mean(bent), abs=1e-6)
     total = (wrist["bent"] * wrist["num_bent"] + wrist["straight"] * wrist["num_straight"]) / len(files)
     assert total == pytest.approx(result["mean_dice"], abs=1e-6)
+
+
+def test_loader_workers_write_the_same_csv_as_the_main_process(checkpoint, tiny_root, tmp_path):
+    images = tiny_root / "test" / "DCM"
+    csvs = []
+    for workers in (0, 2):
+        out = tmp_path / f"workers{workers}.csv"
+        assert predict_cli.main(["--checkpoint", str(checkpoint), "--images", str(images), "--out", str(out),
+                                 "--num-workers", str(workers), "--batch-size", "2"]) == 0
+        csvs.append(out.read_text())
+    assert csvs[0] == csvs[1] and csvs[0].count("\n") > 29
+
+
+def test_bf16_autocast_runs_the_network_in_bf16_and_returns_float32_close_to_float32(checkpoint, tiny_root):
+    files = sorted((tiny_root / "test" / "DCM").rglob("*.png"))[:2]
+    results = {}
+    for precision in ("no", "bf16"):
+        predictor = Predictor([checkpoint], PredictOptions(device="cpu", mixed_precision=precision))
+        seen = []
+        first_conv = next(m for m in predictor.members[0].exported.model.modules() if isinstance(m, torch.nn.Conv2d))
+        first_conv.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+        pixels = torch.stack([ImageFiles(files, predictor.preprocess)[i]["pixels"] for i in range(2)])
+        results[precision] = predictor.probabilities(pixels, ["unknown"] * 2, [{}, {}])
+        assert seen[0] == (torch.bfloat16 if precision == "bf16" else torch.float32)
+    assert results["bf16"].dtype == torch.float32
+    difference = (results["bf16"] - results["no"]).abs()
+    assert 0 < difference.max() < 0.05  # bf16 rounding moves probabilities, a little
+
+
+def test_fp16_on_cpu_and_unknown_precisions_are_clear_errors(checkpoint, tmp_path):
+    from mmseg_text.config import ConfigError, load_config
+
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        Predictor([checkpoint], PredictOptions(device="cpu", mixed_precision="fp16"))
+    config = tmp_path / "bad.yaml"
+    config.write_text("predict:\n  mixed_precision: fp8\n")
+    with pytest.raises(ConfigError, match="predict.mixed_precision"):
+        load_config(config)
+    config.write_text("predict:\n  num_workers: -1\n")
+    with pytest.raises(ConfigError, match="predict.num_workers"):
+        load_config(config)

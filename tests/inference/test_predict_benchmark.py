@@ -54,17 +54,30 @@ def test_windows_vs_full_times_memory_and_window_count(report):
     per_side = -(-(size - window) // stride) + 1
     assert section["windows_per_image"] == per_side ** 2
     case = section["no_text"]
-    assert case["windows_run_per_image"] == section["windows_per_image"]  # MONAI tiled as computed
+    assert case["windows_run_per_image"] == section["windows_per_image"]  # row bands: each window once
+    assert case["windows_run_per_image_full_map"] == section["windows_per_image"]  # MONAI tiled as computed
     seconds = case["median_s"]
+    assert set(seconds) == {"windows", "windows_full_map", "full"}
     _positive(seconds)
     assert case["time_ratio_windows_over_full"]["ratio_of_medians"] == pytest.approx(
         seconds["windows"] / seconds["full"], rel=REL)
     assert case["time_ratio_windows_over_full"]["median_paired_ratio"] > 0
+    assert case["time_ratio_windows_over_windows_full_map"]["ratio_of_medians"] == pytest.approx(
+        seconds["windows"] / seconds["windows_full_map"], rel=REL)
     peaks, growth, before = case["peak_rss_mb"], case["peak_rss_delta_mb"], case["rss_before_mb"]
     _positive(peaks)
     _positive(before)
     assert case["memory_ratio_full_over_windows"] == pytest.approx(peaks["full"] / peaks["windows"], rel=REL)
-    for k in ("windows", "full"):
+    assert case["memory_ratio_windows_over_full"] == pytest.approx(peaks["windows"] / peaks["full"], rel=REL)
+    assert case["memory_ratio_windows_full_map_over_full"] == pytest.approx(
+        peaks["windows_full_map"] / peaks["full"], rel=REL)
+    # The row band, computed: 29 classes + the blend count, float32, a window's height + 2 blocks of 32 rows.
+    classes = round(case["full_map_mb"] * 2**20 / (size * size * 4))
+    band_rows = (-(-window // 32) + 2) * 32
+    assert case["stitch_band_mb"] == pytest.approx((classes + 1) * band_rows * size * 4 / 2**20, rel=REL)
+    assert case["stitch_band_mb_worker"] == case["stitch_band_mb"] < case["full_map_mb"]
+    assert case["mask_agreement_windows_vs_full_map"] > 0.999  # float16 stitching of the full map tips a few pixels
+    for k in ("windows", "windows_full_map", "full"):
         assert growth[k] >= 0
         assert peaks[k] >= (before[k] + growth[k]) * (1 - REL)  # the process peak includes the forward's
     if growth["windows"] > 0:
