@@ -11,6 +11,7 @@ Variants (each against ``whole256``, the demo recipe on data with 1024 px source
   swa               + stochastic weight averaging of the last quarter (a snapshot every 10 steps, BatchNorm refreshed)
   copy_paste        + carpal copy-paste, p=0.5
   dice_focal        MONAI Dice+Focal instead of BCE+Dice
+  lite2             the ImageNet EfficientNet-Lite2 encoder (package:efficientnet-lite2) instead of Lite0
   fold0 / folds     one 3-fold run: its fold-0 model alone (its own validation thresholds) vs the 3-model
                     ensemble with out-of-fold thresholds
 Every run is a separate ``python -m mmseg_text.cli.train`` process; a run whose summary.json (or evaluation.json)
@@ -45,6 +46,7 @@ VARIANTS: dict[str, list[str]] = {
     "swa": ["train.averaging=swa", "train.swa_start=0.75", "train.swa_every=10"],
     "copy_paste": ["data.copy_paste_p=0.5", "data.copy_paste_groups=[carpal]"],
     "dice_focal": ["train.loss=dice_focal"],
+    "lite2": ["model.encoder=tf_efficientnet_lite2", "model.encoder_weights=package:efficientnet-lite2"],
 }
 FOLDS = 3
 
@@ -103,11 +105,16 @@ def _score(args, checkpoint: Path, out: Path, env) -> dict:
     return json.loads(evaluation.read_text())
 
 
-def _scores(evaluation: dict) -> dict[str, float]:
+def _scores(evaluation: dict, run: Path) -> dict[str, float]:
+    """Test Dice (overall, fingertips, carpals) and the run's training seconds per optimizer step (validations
+    included; comparable across variants only in a study run with --jobs 1)."""
     per_class = evaluation["per_class"]
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    steps, seconds = summary.get("steps"), summary.get("train_seconds")
     return {"mean": evaluation["mean_dice"],
             "fingertips": statistics.fmean(per_class[c] for c in FINGERTIPS),
-            "carpals": evaluation["groups"]["carpal"]}
+            "carpals": evaluation["groups"]["carpal"],
+            "seconds_per_step": seconds / steps if steps and seconds else None}
 
 
 def _job(args, variant: str, seed: int, threads: int) -> list[tuple[str, int, dict]]:
@@ -115,10 +122,11 @@ def _job(args, variant: str, seed: int, threads: int) -> list[tuple[str, int, di
     run = Path(args.out) / variant / f"seed{seed}"
     if variant == "folds":
         _train(args, run, [], seed, env, folds=True)
-        return [("fold0", seed, _scores(_score(args, run / "fold0" / "best", run / "eval_fold0", env))),
-                (f"folds (ensemble of {FOLDS}, OOF thresholds)", seed, _scores(_score(args, run, run / "eval_ensemble", env)))]
+        return [("fold0", seed, _scores(_score(args, run / "fold0" / "best", run / "eval_fold0", env), run / "fold0")),
+                (f"folds (ensemble of {FOLDS}, OOF thresholds)", seed,
+                 _scores(_score(args, run, run / "eval_ensemble", env), run))]
     _train(args, run, VARIANTS[variant], seed, env)
-    return [(variant, seed, _scores(_score(args, run / "best", run / "eval", env)))]
+    return [(variant, seed, _scores(_score(args, run / "best", run / "eval", env), run))]
 
 
 def _summary(rows: list[tuple[str, int, dict]]) -> dict:
@@ -126,6 +134,8 @@ def _summary(rows: list[tuple[str, int, dict]]) -> dict:
     for name in dict.fromkeys(r[0] for r in rows):
         mine = [r[2] for r in rows if r[0] == name]
         out[name] = {"seeds": len(mine)}
+        seconds = [m["seconds_per_step"] for m in mine if m.get("seconds_per_step")]
+        out[name]["seconds_per_step"] = statistics.median(seconds) if seconds else None
         for key in ("mean", "fingertips", "carpals"):
             values = [m[key] for m in mine]
             out[name][key] = {"mean": statistics.fmean(values), "spread": (max(values) - min(values)) / 2,
@@ -137,7 +147,7 @@ def _table(summary: dict, baseline: str = "whole256") -> str:
     """Mean ± spread per variant; against the baseline, the difference of means (judged against the two spreads)
     and the paired per-seed comparison (same seeds: same split, sample order and shared initial weights)."""
     lines = ["| variant | seeds | test mean Dice | fingertips (1, 4, 8, 12, 16) | carpals | mean vs baseline | "
-             "paired diff, 95 % CI (t), MDE |", "|---|---:|---:|---:|---:|---|---|"]
+             "paired diff, 95 % CI (t), MDE | s / step |", "|---|---:|---:|---:|---:|---|---|---:|"]
     base = summary.get(baseline, {}).get("mean")
     reference = ("whole256", base)
     for name, s in summary.items():
@@ -153,7 +163,8 @@ def _table(summary: dict, baseline: str = "whole256") -> str:
                                dict(zip(ref["seeds"], ref["values"])))
             if p.n >= 2:  # the t interval: with 2 seeds a bootstrap interval is too narrow to be read alone
                 paired = f"{p.mean_diff:+.4f}, [{p.t_low:+.4f}, {p.t_high:+.4f}], {p.mde:.3f}"
-        lines.append(f"| {name} | {s['seeds']} | " + " | ".join(cells) + f" | {verdict} | {paired} |")
+        pace = f"{s['seconds_per_step']:.2f}" if s.get("seconds_per_step") else "–"
+        lines.append(f"| {name} | {s['seeds']} | " + " | ".join(cells) + f" | {verdict} | {paired} | {pace} |")
     return "\n".join(lines)
 
 
