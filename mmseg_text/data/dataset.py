@@ -137,6 +137,17 @@ class SegmentationDataset(Dataset):
             return load_window(self.cache_paths[index], record, size, self.class_names, self.crop, choose)
         return crop_sample(preprocess_sample(record, size, self.class_names), self.crop, choose)
 
+    def _tensor(self, image: np.ndarray, origin: Optional[tuple[int, int]], mirrored: bool) -> torch.Tensor:
+        """The model input; a crop's coordinate channels are those of its window in the whole image, the window
+        mirrored when the augmentation mirrored the crop (a left-right flip of the crop is the mirrored window
+        of the flipped whole image)."""
+        if origin is None or not self.preprocess.coord_channels:
+            return self.preprocess.to_tensor(image)
+        size = self.preprocess.image_size
+        top, left = origin
+        left = size - left - image.shape[1] if mirrored else left
+        return self.preprocess.to_tensor(image, origin=(top, left), whole=(size, size))
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         record, facts = self.records[index], self.facts[index]
         origin = None
@@ -150,11 +161,12 @@ class SegmentationDataset(Dataset):
         if self.copy_paste is not None and len(self) > 1:
             image, masks = self._paste(index, image, masks, side, origin)
         image = self.preprocess.enhance(image, image.shape[0] / self.preprocess.image_size)
+        mirrored = False
         if self.transforms is not None:
             image, masks, mirrored = self.transforms(image, masks, seed=self._augment_seed(index))
             if mirrored:
                 side = flip_side(side)
-        sample: dict[str, Any] = {"image": self.preprocess.to_tensor(image)}
+        sample: dict[str, Any] = {"image": self._tensor(image, origin, mirrored)}
         if self.prompt is not None and masks is not None:
             target, asked = self.prompt.draw(self.epoch, index)
             masks = self.prompt.keep(masks, target)

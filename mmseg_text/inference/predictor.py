@@ -32,7 +32,7 @@ from mmseg_text.data.images import read_image
 from mmseg_text.data.index import derived_by_image, load_derived_csv
 from mmseg_text.data.layout import person_id_from_dir
 from mmseg_text.data.metadata import load_metadata, person_meta
-from mmseg_text.data.preprocess import Preprocessor
+from mmseg_text.data.preprocess import Preprocessor, mirror_images
 from mmseg_text.data.facts import UNKNOWN_FACTS, flip_side
 from mmseg_text.data.wrist import hand_facts_from_masks
 from mmseg_text.inference.model_dir import ExportedModel, find_exported, load_exported, read_thresholds
@@ -181,7 +181,8 @@ class Predictor:
             fmt = torch.channels_last if member.exported.cfg.train.channels_last else torch.contiguous_format
             views = [(images, list(sides), False)]
             if self.tta:
-                views.append((torch.flip(images, dims=[-1]), [flip_side(s) for s in sides], True))
+                views.append((mirror_images(images, member.exported.preprocess.coord_channels),
+                              [flip_side(s) for s in sides], True))
             member_sum = None
             for view, view_sides, mirrored in views:
                 context = self._context(member, view_sides, metas)
@@ -261,7 +262,8 @@ class Predictor:
             for view_sides, mirrored in flips:
                 forward = window_forward(member.exported.model, self._context(member, view_sides, metas), fmt)
                 for k, images in enumerate(scaled):
-                    groups.setdefault((k, member.window), []).append(View(forward, images, weight, mirrored))
+                    groups.setdefault((k, member.window), []).append(
+                        View(forward, images, weight, mirrored, coord_channels=pre.coord_channels))
         resolution = tuple(pixels.shape[-2:])
         source = blended_rows([(window, views) for (_, window), views in groups.items()], resolution, self.windows)
         return source if tuple(size) == resolution else ResizedRows(source, *size)

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmseg_text.data.preprocess import mirror_images
+
 from mmseg_text.choices import lookup
 from mmseg_text.models.conditioning import TextContext
 
@@ -154,6 +156,7 @@ class View:
     image: torch.Tensor  # (1, C, H, W), not mirrored: views of one member share it
     weight: float = 1.0  # its share of the mean over members, TTA views and scales
     mirrored: bool = False  # the model sees the image flipped left-right; its output is flipped back
+    coord_channels: bool = False  # the image's last two channels are coordinates (kept canonical when mirrored)
 
 
 class TensorRows:
@@ -250,7 +253,7 @@ class StitchedRows:
                 # a mirrored view's window i, in image columns: the mirror image of the grid's window i
                 cols = [self.width - self.xs[i] - w if view.mirrored else self.xs[i] for i in idx]
                 crops = torch.cat([view.image[..., y:y + w, x:x + w] for x in cols])
-                probs = view.forward(crops.flip(-1) if view.mirrored else crops)
+                probs = view.forward(mirror_images(crops, view.coord_channels) if view.mirrored else crops)
                 if normalised is None:
                     self._hold(y + w, probs.shape[1], probs)
                     count = torch.cat([self.counts[s] for s in self._slices(y, y + w)])
@@ -327,7 +330,7 @@ def blended_rows(groups: Sequence[tuple[int, Sequence[View]]], size: tuple[int, 
 def _padded_probabilities(view: View, window: int, options: WindowOptions) -> torch.Tensor:
     from monai.inferers import sliding_window_inference
 
-    image = view.image.flip(-1) if view.mirrored else view.image
+    image = mirror_images(view.image, view.coord_channels) if view.mirrored else view.image
     probs = sliding_window_inference(image, roi_size=(window, window), sw_batch_size=options.batch_size,
                                      predictor=view.forward, overlap=options.overlap,
                                      mode=lookup(WINDOW_MODE_REGISTRY, "predict.window_mode", options.mode))[0]

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mmseg_text import choices
+from mmseg_text.choices import COORD_CHANNELS
 from mmseg_text.config import ConfigError, ModelConfig
 from mmseg_text.io import atomic_write_json, atomic_write_text, write_failure
 from mmseg_text.run_layout import CONFIG_FILE, META_FILE, WEIGHTS_FILE
@@ -114,7 +115,7 @@ def build_model(model_cfg: ModelConfig | Mapping[str, Any], *, num_classes: int,
     base_seed = torch.initial_seed()
     with _seeded_init(component_seed(base_seed, "encoder")):
         encoder = TimmEncoder(cfg.encoder, in_chans=in_chans, image_size=image_size, weights=cfg.encoder_weights,
-                              **dict(cfg.encoder_kwargs))
+                              extra_chans=COORD_CHANNELS if cfg.coord_channels else 0, **dict(cfg.encoder_kwargs))
     with _seeded_init(component_seed(base_seed, "decoder")):  # blocks first, then the text blocks (decoder.py)
         decoder = UNetDecoder(encoder.feature_channels, cfg.decoder_channels,
                               encoder_reductions=encoder.feature_reductions, conditioning=cfg.conditioning,

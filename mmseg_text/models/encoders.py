@@ -69,25 +69,48 @@ class TimmEncoder(nn.Module):
     """A timm backbone with ``features_only=True``: images (B,C,H,W) -> [NCHW features, shallow->deep]."""
 
     def __init__(self, name: str, *, in_chans: int = 3, image_size: Optional[int] = None,
-                 weights: Optional[str] = None, **timm_kwargs: Any) -> None:
+                 weights: Optional[str] = None, extra_chans: int = 0, **timm_kwargs: Any) -> None:
         super().__init__()
         _check_args(name, timm_kwargs)
         self.name = name
-        self.in_chans = in_chans
+        self.in_chans = in_chans  # image channels (what the weights were made for)
+        self.extra_chans = extra_chans  # inputs after them (coordinate channels): zero-initialised stem filters
         self.image_size = image_size
         self.model = _create(name, in_chans=in_chans, image_size=image_size, weights=weights,
                              timm_kwargs=timm_kwargs)
+        if extra_chans:
+            widen_stem(self.model, in_chans, extra_chans)
         info = self.model.feature_info
         self.feature_channels: List[int] = list(info.channels())
         self.feature_reductions: List[int] = list(info.reduction())
         self._nhwc = getattr(self.model, "output_fmt", "NCHW") == "NHWC"
         self.data_config = _data_config(self.model.pretrained_cfg, in_chans, image_size)
 
+    @property
+    def input_channels(self) -> int:
+        return self.in_chans + self.extra_chans
+
     def forward(self, images: Tensor) -> List[Tensor]:
         features = self.model(images)
         if self._nhwc:  # (B,H,W,C) -> (B,C,H,W)
             features = [f.permute(0, 3, 1, 2) for f in features]
         return list(features)
+
+
+def widen_stem(model: nn.Module, in_chans: int, extra: int) -> nn.Conv2d:
+    """Give the first convolution (timm's stem / patch embedding) ``extra`` more input channels with zero filters:
+    at init the network computes exactly what its weights did on the image channels, and the new inputs
+    (coordinates) are learnt from there (CoordConv). The weight is replaced in place, so padding variants
+    (timm's Conv2dSame) keep their own forward."""
+    stem = next((m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels == in_chans), None)
+    if stem is None or stem.groups != 1:
+        raise ValueError(f"{type(model).__name__}: no plain first convolution with {in_chans} input channels to widen "
+                         "for model.coord_channels")
+    weight = stem.weight.detach()
+    zeros = weight.new_zeros(weight.shape[0], extra, *weight.shape[2:])
+    stem.weight = nn.Parameter(torch.cat([weight, zeros], dim=1))
+    stem.in_channels = in_chans + extra
+    return stem
 
 
 def encoder_data_config(name: str, in_chans: int = 3, *, image_size: Optional[int] = None,

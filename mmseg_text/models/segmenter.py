@@ -46,7 +46,7 @@ class TextConditionedSegmenter(nn.Module):
 
     def forward(self, images: Tensor, context: Optional[TextContext] = None) -> Tensor:
         """images (B, C, H, W) -> logits (B, K, H, W); ``context`` is ignored when nothing reads text."""
-        in_chans = getattr(self.encoder, "in_chans", images.shape[1])
+        in_chans = getattr(self.encoder, "input_channels", images.shape[1])
         if images.ndim != 4 or images.shape[1] != in_chans:
             raise ValueError(f"images must be (B, {in_chans}, H, W), got {tuple(images.shape)}")
         if not self.has_text_modules:

@@ -29,7 +29,7 @@ def build_preprocessor(cfg: Any) -> Preprocessor:
     """The data section's sizes / CLAHE / channels with the encoder's own normalisation statistics."""
     stats = encoder_data_config(cfg.model.encoder, in_chans=cfg.data.in_chans, **dict(cfg.model.encoder_kwargs))
     return Preprocessor(image_size=cfg.data.working_size, mean=tuple(stats["mean"]), std=tuple(stats["std"]),
-                        clahe=cfg.data.clahe, window=cfg.data.crop_size)
+                        clahe=cfg.data.clahe, window=cfg.data.crop_size, coord_channels=cfg.model.coord_channels)
 
 
 def make_dataset(cfg: Any, index: DataIndex, catalogue: ClassCatalogue, preprocess: Preprocessor, *,
