@@ -7,6 +7,8 @@ Variants (each against ``whole256``, the demo recipe on data with 1024 px source
                     (window overlap 0.25), Dice over the batch (the default on crops)
   crops256_of_1024_image_dice  the same with per-image Dice (the loss before crops had their own default)
   crops256_of_512   256 crops from a 512 cache: a crop spans half the image, as 1024 crops of 2048 originals do
+  crops256_of_1024_coords / crops256_of_512_coords  the same crops with coordinate channels (model.coord_channels:
+                    the y, x of each pixel in the whole image), so that a crop knows which finger it shows
   ema               + timm ModelEmaV3 of the weights (validated and exported)
   swa               + stochastic weight averaging of the last quarter (a snapshot every 10 steps, BatchNorm refreshed)
   copy_paste        + carpal copy-paste, p=0.5
@@ -42,6 +44,10 @@ VARIANTS: dict[str, list[str]] = {
     "crops256_of_1024_image_dice": ["data.cache_size=1024", "data.crop_size=256", "predict.window_overlap=0.25",
                                     "train.batch_dice=false"],
     "crops256_of_512": ["data.cache_size=512", "data.crop_size=256", "predict.window_overlap=0.25"],
+    "crops256_of_1024_coords": ["data.cache_size=1024", "data.crop_size=256", "predict.window_overlap=0.25",
+                                "model.coord_channels=true"],
+    "crops256_of_512_coords": ["data.cache_size=512", "data.crop_size=256", "predict.window_overlap=0.25",
+                               "model.coord_channels=true"],
     "ema": ["train.ema_decay=0.99"],
     "swa": ["train.averaging=swa", "train.swa_start=0.75", "train.swa_every=10"],
     "copy_paste": ["data.copy_paste_p=0.5", "data.copy_paste_groups=[carpal]"],

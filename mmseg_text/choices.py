@@ -43,6 +43,7 @@ AVERAGING = ("none", "ema", "swa")  # weight averaging: none | timm's EMA | stoc
 WINDOW_MODES = ("gaussian", "constant")
 TEXT_TOWERS = ("open_clip", "hf")  # open_clip: text.model + text.pretrained; hf: a local Hugging Face encoder (text.hf_path)
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
+POSTPROCESS_RULES = ("none", "largest")  # per class, chosen on held-out predictions (postprocess.py)
 COORD_CHANNELS = 2  # model.coord_channels: y, x of each pixel in the whole image (data/preprocess.py)
 TEXT_MODES = ("none", "classes", "meta", "meta+classes")
 

@@ -111,6 +111,7 @@ class TrainConfig:
     warmup_steps: int = 50
     grad_clip: float = 1.0  # max grad norm; 0 disables
     seed: int = 0
+    deterministic: bool = False  # torch.use_deterministic_algorithms (warn_only) + no cuDNN autotuning: the same seed gives the same weights on one machine (CPU kernels already are; on GPU this costs speed)
     mixed_precision: Optional[str] = None  # no | fp16 | bf16 ; null = from accelerate config / launch flag
     loss: str = "bce_dice"  # bce_dice | dice_focal (MONAI)
     bce_weight: float = 1.0
@@ -126,6 +127,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # rolling save_state directories kept
     log_every: int = 10
     tune_thresholds: bool = True  # pick per-class thresholds on validation and store them with best/
+    tune_postprocess: bool = False  # with tune_thresholds: per class, keep only the largest connected component where that raises validation (or out-of-fold) Dice (postprocess.py)
     channels_last: bool = True  # NHWC memory format: ~1.4x faster convolutions on CPU, and the layout AMP convs want on GPU
     log_with: List[str] = field(default_factory=lambda: ["tensorboard"])  # Accelerate trackers (wandb, mlflow, ... when installed); [] = none
 

@@ -2,7 +2,7 @@
 
     mmseg-predict --checkpoint runs/demo/best --images ROOT/test/DCM [--with-meta --meta ROOT/meta_data.xlsx] \
         [--tta] [--tta-scales 1 1.25] [--resolution 2048 --window-overlap 0.5] [--batch-size N] \
-        [--save-overlays DIR] [--num-workers N] [--mixed-precision bf16] --out submission.csv
+        [--save-overlays DIR] [--num-workers N] [--mixed-precision bf16] [--no-postprocess] --out submission.csv
 Several ``--checkpoint`` directories (or a run directory holding fold*/best) make an ensemble: their
 probabilities are averaged (``--weights``) and so are their tuned thresholds. Options left out take the
 first model's ``predict.*`` config values.
@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="DataLoader workers decoding images (default: predict.num_workers, 0 = main process)")
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None,
                         help="autocast of the forward: bf16 or fp16 on GPU, bf16 on CPU (default: predict.mixed_precision)")
+    parser.add_argument("--no-postprocess", dest="postprocess", action="store_false",
+                        help="ignore the per-class connected-component rules of thresholds.json (keep every blob)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     return parser
 
@@ -51,9 +53,9 @@ def _body(argv: Sequence[str] | None) -> int:
 
     options = PredictOptions(with_meta=args.with_meta, meta_file=args.meta, derived_meta=args.derived_meta,
                              tta_hflip=args.tta, tta_scales=args.tta_scales, batch_size=args.batch_size,
-                             resolution=args.resolution, window_overlap=args.window_overlap, weights=args.weights,
-                             overlays_dir=args.save_overlays, num_workers=args.num_workers,
-                             mixed_precision=args.mixed_precision)
+                             postprocess=args.postprocess, resolution=args.resolution,
+                             window_overlap=args.window_overlap, weights=args.weights, overlays_dir=args.save_overlays,
+                             num_workers=args.num_workers, mixed_precision=args.mixed_precision)
     if args.device:
         options.device = args.device
     print(json.dumps(predict(args.checkpoint, args.images, args.out, options)))

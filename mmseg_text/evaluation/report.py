@@ -1,4 +1,5 @@
-"""The demo report: training summary, test-set Dice at original resolution, a per-class chart, overlays."""
+"""The demo report: training summary, test-set Dice at original resolution, a per-class chart, the post-processing
+chosen, validation calibration (ECE and a reliability chart), overlays."""
 from __future__ import annotations
 
 import json
@@ -6,8 +7,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from mmseg_text.calibration import reliability_chart
 from mmseg_text.io import atomic_save_figure, atomic_write_text
-from mmseg_text.run_layout import RunLayout
+from mmseg_text.run_layout import THRESHOLDS_FILE, VAL_METRICS_FILE, RunLayout
 
 OVERLAYS_SHOWN = 3
 
@@ -73,7 +75,24 @@ def write_report(run_dir: str | Path, evaluation_json: str | Path, overlays: Seq
     ]
     if wall_seconds is not None:
         lines.append(f"| demo wall time (data + train + predict + evaluate) | {wall_seconds:.0f} s |")
+    best = RunLayout(run_dir).best
+    rules = _postprocess_rules(best)
+    if rules is not None:
+        kept = [name for name, rule in rules.items() if rule == "largest"]
+        lines.append(f"| largest connected component kept (chosen on validation) | {len(kept)} of {len(rules)} classes"
+                     + (f": {', '.join(kept)}" if kept else "") + " |")
+    calibration = _validation_calibration(best)
+    if calibration is not None:
+        scored = [(n, v) for n, v in calibration["foreground_ece"].items() if v is not None]
+        worst_ece = sorted(scored, key=lambda item: -item[1])[:WORST_SHOWN]
+        lines.append(f"| validation ECE, all pixels / pixels with p >= {1 / calibration['bins']:.1f} | "
+                     f"{_number(calibration['mean_ece'], 4)} / {_number(calibration['mean_foreground_ece'], 3)}"
+                     + (" (least calibrated: " + ", ".join(f"{n} {v:.3f}" for n, v in worst_ece) + ")" if worst_ece
+                        else "") + " |")
     lines += ["", f"![per-class Dice]({chart.name})", ""]
+    if calibration is not None:
+        figure = reliability_chart(calibration, run_dir / "reliability.png", "validation, best model")
+        lines += [f"![reliability]({figure.name})", ""]
     if overlays:
         lines += ["## Predictions on test images", ""]
         for overlay in list(overlays)[:OVERLAYS_SHOWN]:
@@ -84,6 +103,23 @@ def write_report(run_dir: str | Path, evaluation_json: str | Path, overlays: Seq
     report = run_dir / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
     return report
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _postprocess_rules(model_dir: Path) -> dict[str, str] | None:
+    path = model_dir / THRESHOLDS_FILE
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    return dict(zip(doc["classes"], doc["postprocess"])) if "postprocess" in doc else None
+
+
+def _validation_calibration(model_dir: Path) -> dict | None:
+    path = model_dir / VAL_METRICS_FILE
+    return json.loads(path.read_text()).get("calibration") if path.is_file() else None
 
 
 def _resolution(data: dict) -> str:

@@ -6,7 +6,7 @@
     classes.yaml             the class catalogue the model was trained with
     caption_templates.yaml   the caption wording (text modes that make captions)
     preprocessing.json       image size, CLAHE and the encoder's normalisation (one preprocessing path)
-    thresholds.json          per-class thresholds tuned on validation
+    thresholds.json          per-class thresholds and post-processing rules tuned on validation
     val_metrics.json         the validation scores at export
 
 ``load_exported`` works from any working directory and from a non-editable install.
@@ -27,6 +27,7 @@ from mmseg_text.config import Config, config_from_dict
 from mmseg_text.data.preprocess import Preprocessor
 from mmseg_text.models import TextConditionedSegmenter, load_model, save_model_dir
 from mmseg_text.models.build import read_model_file
+from mmseg_text.postprocess import check_rules
 from mmseg_text.run_layout import (CLASSES_FILE, PREPROCESSING_FILE, TEMPLATES_FILE, THRESHOLDS_FILE,
                                    VAL_METRICS_FILE, WEIGHTS_FILE)
 from mmseg_text.text.templates import load_templates
@@ -40,10 +41,12 @@ class ExportedModel:
     catalogue: ClassCatalogue
     preprocess: Preprocessor
     thresholds: np.ndarray  # (K,)
+    postprocess: list[str]  # (K,) per class: "none" or "largest" (postprocess.py)
 
 
 def export_model(directory: str | Path, model: TextConditionedSegmenter, cfg: Config, catalogue: ClassCatalogue,
                  preprocess: Preprocessor, *, thresholds: Sequence[float],
+                 postprocess: Optional[Sequence[str]] = None,
                  metrics: Optional[Mapping[str, Any]] = None,
                  state_dict: Optional[Mapping[str, torch.Tensor]] = None) -> Path:
     """Write ``directory`` atomically (``save_model_dir``), with copies of the catalogue and templates."""
@@ -53,8 +56,11 @@ def export_model(directory: str | Path, model: TextConditionedSegmenter, cfg: Co
     templates = load_templates(cfg.text.templates)
     text_files[TEMPLATES_FILE] = Path(templates.source).read_text(encoding="utf-8")
     doc["text"]["templates"] = TEMPLATES_FILE
+    rules = check_rules(postprocess if postprocess is not None else ["none"] * len(catalogue), len(catalogue),
+                        str(directory))
     extra = {PREPROCESSING_FILE: preprocess.to_dict(),
-             THRESHOLDS_FILE: {"classes": list(catalogue.names), "thresholds": [float(t) for t in thresholds]}}
+             THRESHOLDS_FILE: {"classes": list(catalogue.names), "thresholds": [float(t) for t in thresholds],
+                               "postprocess": rules}}
     if metrics is not None:
         extra[VAL_METRICS_FILE] = dict(metrics)
     return save_model_dir(directory, model, doc, extra=extra, text_files=text_files, state_dict=state_dict)
@@ -73,17 +79,18 @@ def load_exported(directory: str | Path, map_location: str | torch.device = "cpu
     if not pre_path.is_file():
         raise FileNotFoundError(f"{directory}: no {PREPROCESSING_FILE}; export the model again with this version")
     preprocess = Preprocessor.from_dict(read_model_file(pre_path, json.loads, "the preprocessing"))
-    thresholds = np.full(len(catalogue), cfg.predict.threshold)
+    thresholds, rules = np.full(len(catalogue), cfg.predict.threshold), ["none"] * len(catalogue)
     th_path = directory / THRESHOLDS_FILE
     if th_path.is_file():
-        thresholds = read_thresholds(th_path, catalogue.names)
+        thresholds, rules = read_thresholds(th_path, catalogue.names)
     return ExportedModel(directory=directory, model=model, cfg=cfg, catalogue=catalogue, preprocess=preprocess,
-                         thresholds=thresholds)
+                         thresholds=thresholds, postprocess=rules)
 
 
-def read_thresholds(path: Path, names: Sequence[str]) -> np.ndarray:
-    """Per-class thresholds of a ``thresholds.json`` (a model's, or a k-fold run's out-of-fold ones); a damaged
-    file, other classes or a wrong count is an error naming the file."""
+def read_thresholds(path: Path, names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Per-class thresholds and post-processing rules of a ``thresholds.json`` (a model's, or a k-fold run's
+    out-of-fold ones; a file without rules means "none" for every class); a damaged file, other classes or a wrong
+    count is an error naming the file."""
     doc = read_model_file(path, json.loads, "the thresholds")
     if not isinstance(doc, dict) or not isinstance(doc.get("thresholds"), list):
         raise ValueError(f"{path}: expected a mapping with a 'thresholds' list")
@@ -91,7 +98,10 @@ def read_thresholds(path: Path, names: Sequence[str]) -> np.ndarray:
         raise ValueError(f"{path}: classes differ from the models' catalogue ({len(names)} classes)")
     if len(doc["thresholds"]) != len(names):
         raise ValueError(f"{path}: {len(doc['thresholds'])} thresholds for {len(names)} classes")
-    return np.asarray(doc["thresholds"], dtype=np.float64)
+    rules = doc.get("postprocess", ["none"] * len(names))
+    if not isinstance(rules, list):
+        raise ValueError(f"{path}: 'postprocess' must be a list of per-class rules")
+    return np.asarray(doc["thresholds"], dtype=np.float64), check_rules(rules, len(names), str(path))
 
 
 def find_exported(paths: Sequence[str | Path]) -> list[Path]:

@@ -35,6 +35,7 @@ from mmseg_text.data.metadata import load_metadata, person_meta
 from mmseg_text.data.preprocess import Preprocessor, mirror_images
 from mmseg_text.data.facts import UNKNOWN_FACTS, flip_side
 from mmseg_text.data.wrist import hand_facts_from_masks
+from mmseg_text.postprocess import postprocessed
 from mmseg_text.inference.model_dir import ExportedModel, find_exported, load_exported, read_thresholds
 from mmseg_text.inference.tiling import (PackedMasks, ResizedRows, TensorRows, View, WindowOptions, blended_rows,
                                          masks_from_rows, model_probabilities, multiscale, scaled_images,
@@ -65,6 +66,7 @@ class PredictOptions:
     overlays_dir: Optional[str] = None
     num_workers: Optional[int] = None  # DataLoader workers decoding images
     mixed_precision: Optional[str] = None  # no | fp16 | bf16: autocast of every member's forward
+    postprocess: bool = True  # apply the per-class connected-component rules of thresholds.json (postprocess.py)
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -122,9 +124,10 @@ class Predictor:
             _check_compatible(first, member.exported)
         resolution = options.resolution or cfg.predict.resolution or first.preprocess.image_size
         self.preprocess = replace(first.preprocess, image_size=int(resolution))  # the resize every member reads
-        total = sum(m.weight for m in self.members)
-        self.thresholds = sum(m.weight * m.exported.thresholds for m in self.members) / total
-        self.thresholds = _run_thresholds(checkpoints, self.catalogue.names, default=self.thresholds)
+        self.thresholds, self.postprocess = _run_thresholds(checkpoints, self.catalogue.names,
+                                                            default=_member_thresholds(self.members))
+        if not options.postprocess:
+            self.postprocess = ["none"] * len(self.catalogue)
         self.tta = _chosen(options.tta_hflip, cfg.predict.tta_hflip)
         self.scales = list(_chosen(options.tta_scales, cfg.predict.tta_scales))
         self.batch_size = _chosen(options.batch_size, cfg.predict.batch_size)
@@ -225,7 +228,8 @@ class Predictor:
     def masks(self, pixels: torch.Tensor, sides: Sequence[str], metas: Sequence[dict],
               sizes: Sequence[tuple[int, int]]) -> Iterator[np.ndarray | PackedMasks]:
         """Masks (K, H0, W0) per image of the batch, at ``sizes``: the thresholded ``probabilities``, resized; a bool
-        array, or ``PackedMasks`` from the row path (both: ``masks[k]`` is class k's bool mask; ``np.asarray``).
+        array, or ``PackedMasks`` from the row path (both: ``masks[k]`` is class k's bool mask; ``np.asarray``),
+        with each class's post-processing rule applied as the class is read (``postprocess.PostProcessed``).
 
         Without windows: one batched ``probabilities`` and ``masks_at_original_size``. With windows and
         ``predict.stitch_rows``: one image at a time, ``row_source`` blends, averages, resizes and thresholds a
@@ -236,11 +240,11 @@ class Predictor:
         """
         if not (self.stitch_rows and self.tiles):
             for probs, size in zip(self.probabilities(pixels, sides, metas), sizes):
-                yield self.masks_at_original_size(probs, size)
+                yield postprocessed(self.masks_at_original_size(probs, size), self.postprocess)
             return
         for b, size in enumerate(sizes):
-            yield masks_from_rows(self.row_source(pixels[b:b + 1], sides[b:b + 1], metas[b:b + 1], size),
-                                  self.thresholds, packed=True)
+            yield postprocessed(masks_from_rows(self.row_source(pixels[b:b + 1], sides[b:b + 1], metas[b:b + 1], size),
+                                                self.thresholds, packed=True), self.postprocess)
 
     def row_source(self, pixels: torch.Tensor, sides: Sequence[str], metas: Sequence[dict], size: tuple[int, int]):
         """One image's (``pixels`` (1, R, R)) ``probabilities`` at ``size``, as bands of rows (``tiling.blended_rows``):
@@ -311,9 +315,22 @@ def _check_compatible(first: ExportedModel, other: ExportedModel) -> None:
                          f"{first.preprocess.in_chans}")
 
 
-def _run_thresholds(checkpoints: Sequence[str | Path], names: Sequence[str], default: np.ndarray) -> np.ndarray:
-    """Thresholds a run directory provides for its ensemble (``thresholds.json`` beside its folds, e.g. tuned on
-    out-of-fold predictions); else ``default`` (the members' thresholds averaged)."""
+def _member_thresholds(members: Sequence[Member]) -> tuple[np.ndarray, list[str]]:
+    """The members' thresholds averaged (weighted), and per class the rule that carries more than half the weight
+    ("none" on a tie: a rule is applied only where the held-out data favoured it)."""
+    total = sum(m.weight for m in members)
+    thresholds = sum(m.weight * m.exported.thresholds for m in members) / total
+    rules = []
+    for k in range(len(thresholds)):
+        share = sum(m.weight for m in members if m.exported.postprocess[k] == "largest") / total
+        rules.append("largest" if share > 0.5 else "none")
+    return thresholds, rules
+
+
+def _run_thresholds(checkpoints: Sequence[str | Path], names: Sequence[str],
+                    default: tuple[np.ndarray, list[str]]) -> tuple[np.ndarray, list[str]]:
+    """Thresholds and post-processing rules a run directory provides for its ensemble (``thresholds.json`` beside
+    its folds, tuned on out-of-fold predictions); else ``default`` (``_member_thresholds``)."""
     for path in map(Path, checkpoints):
         doc_path = path / THRESHOLDS_FILE
         if path.is_dir() and not (path / WEIGHTS_FILE).exists() and doc_path.is_file():

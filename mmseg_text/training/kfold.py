@@ -57,9 +57,9 @@ def write_oof_thresholds(cfg: Config) -> dict[str, Any]:
         logger.info("out-of-fold thresholds wait for every fold; missing %s", missing)
         return {"folds_done": len(paths) - len(missing), "thresholds": None}
     counts = SweepCounts.concat([load_sweep(p) for p in paths])
-    thresholds, oof_dice = tuned_thresholds(counts)
+    thresholds, rules, oof_dice = tuned_thresholds(counts)
     at_half = float(np.mean(counts.mean_dice()[:, int(np.argmin(np.abs(counts.candidates - 0.5)))]))
-    doc = {"classes": list(load_catalogue(cfg.data.classes).names), "thresholds": thresholds,
+    doc = {"classes": list(load_catalogue(cfg.data.classes).names), "thresholds": thresholds, "postprocess": rules,
            "out_of_fold_images": len(counts), "out_of_fold_mean_dice": oof_dice, "out_of_fold_mean_dice_at_0.5": at_half}
     atomic_write_json(run.thresholds, doc)
     logger.info("out-of-fold mean Dice %.4f with tuned thresholds (%.4f at 0.5), %d images", oof_dice, at_half, len(counts))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,19 @@ def _make_accelerator(cfg: Config) -> Accelerator:
     )
 
 
+def _request_determinism(enabled: bool) -> None:
+    """``train.deterministic``: deterministic kernels where torch has them, so that a seed gives the same weights
+    on the same machine (same thread count). ``warn_only``: an op without a deterministic kernel (CUDA
+    bilinear-upsample backward) warns instead of stopping the run; cuDNN autotuning, which picks kernels by timing,
+    is turned off; cuBLAS gets the workspace setting it needs (read when CUDA starts, hence before the Accelerator)."""
+    if not enabled:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
 def _train_batch_size(cfg: Config, train_size: int, num_processes: int) -> int:
     """The configured batch, shrunk (with a log line) when the training set cannot fill one per process;
     an empty training set is an error naming the sizes (an epoch without a step would loop forever)."""
@@ -105,6 +119,7 @@ def train(cfg: Config, *, resume: Optional[str] = None) -> dict[str, Any]:
     """Train, validate, checkpoint; returns (and writes) ``output_dir/summary.json``."""
     out = Path(cfg.output_dir)
     layout = RunLayout(out)
+    _request_determinism(cfg.train.deterministic)
     accelerator = _make_accelerator(cfg)
     set_seed(cfg.train.seed)
     catalogue = load_catalogue(cfg.data.classes)
@@ -260,7 +275,8 @@ def _evaluate(accelerator, model, val_loader, text, catalogue: ClassCatalogue, c
 
 def _validate(accelerator, model, val_loader, text, catalogue: ClassCatalogue, cfg: Config, progress: _Progress) -> EvalResult:
     result = validate(model, val_loader, accelerator, catalogue, text=text, tune_thresholds=cfg.train.tune_thresholds,
-                      channels_last=cfg.train.channels_last, window=cfg.data.input_size,
+                      tune_postprocess=cfg.train.tune_postprocess, channels_last=cfg.train.channels_last,
+                      window=cfg.data.input_size,
                       window_options=WindowOptions.from_config(cfg.predict))
     accelerator.log({"val/dice": result.mean_dice, **{f"val/dice_{g}": v for g, v in result.grouped.items()}}, step=progress.step)
     accelerator.print(f"step {progress.step}: val mean Dice {result.mean_dice:.4f}")
@@ -277,7 +293,8 @@ def _export_best(accelerator: Accelerator, model, cfg: Config, catalogue: ClassC
     if accelerator.is_main_process:
         layout = RunLayout(cfg.output_dir)
         export_model(layout.best, accelerator.unwrap_model(model), cfg, catalogue, data.preprocess,
-                     thresholds=result.thresholds, metrics=result.to_dict(catalogue), state_dict=state)
+                     thresholds=result.thresholds, postprocess=result.postprocess, metrics=result.to_dict(catalogue),
+                     state_dict=state)
         if result.sweep is not None:  # the best model's validation counts: out-of-fold threshold tuning (kfold.py)
             save_sweep(layout.oof_counts, result.sweep)
     accelerator.wait_for_everyone()

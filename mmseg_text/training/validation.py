@@ -15,10 +15,11 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from mmseg_text.calibration import CalibrationCounts, calibration_counts
 from mmseg_text.catalogue import ClassCatalogue
 from mmseg_text.inference.tiling import WindowOptions, model_probabilities
 from mmseg_text.metrics import DiceAccumulator, dice_per_image
-from mmseg_text.thresholds import SweepCounts, best_thresholds, threshold_sweep_counts
+from mmseg_text.thresholds import SweepCounts, best_thresholds_and_rules, threshold_sweep_counts
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -29,8 +30,10 @@ class EvalResult:
     facts: dict[str, np.ndarray]  # per fact subgroup (catalogue.fact_subgroups) and row: 1 yes, 0 no, -1 unknown
     catalogue: ClassCatalogue
     thresholds: list[float] = field(default_factory=list)  # tuned per class (or the default)
+    postprocess: list[str] = field(default_factory=list)  # per class: "none" or "largest" (postprocess.py), tuned
     tuned_mean_dice: Optional[float] = None  # with tuned thresholds, on the split they were tuned on
     sweep: Optional[SweepCounts] = None  # the Dice counts at every candidate threshold (out-of-fold tuning)
+    calibration: Optional[CalibrationCounts] = None  # binned probabilities vs foreground: ECE, reliability
 
     @property
     def mean_dice(self) -> float:
@@ -63,7 +66,9 @@ class EvalResult:
             "num_images": len(self.dice),
             "subgroup_images": self.subgroup_counts(),
             "thresholds": self.thresholds,
+            "postprocess": self.postprocess,
             "tuned_mean_dice": self.tuned_mean_dice,
+            **({"calibration": self.calibration.summary(catalogue.names)} if self.calibration is not None else {}),
         }
 
 
@@ -76,26 +81,27 @@ def _fact_flags(batch: dict, facts: Sequence[str], device: torch.device) -> torc
                         device=device).reshape(len(batch["meta"]), len(facts))
 
 
-def tuned_thresholds(counts: SweepCounts) -> tuple[list[float], float]:
-    """Per-class thresholds from sweep counts and the mean Dice they give on those same images."""
-    tuned = best_thresholds(counts)
-    per_class_curve = counts.mean_dice()  # (K, T)
-    picked = [per_class_curve[k, int(np.argmin(np.abs(counts.candidates - t)))] for k, t in enumerate(tuned)]
-    return [float(t) for t in tuned], float(np.mean(picked))
+def tuned_thresholds(counts: SweepCounts) -> tuple[list[float], list[str], float]:
+    """Per-class thresholds and post-processing rules from sweep counts, and the mean Dice they give on those
+    same images."""
+    thresholds, rules, dice = best_thresholds_and_rules(counts)
+    return [float(t) for t in thresholds], rules, float(np.mean(dice))
 
 
 @torch.no_grad()
 def validate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue, *, text=None,
              thresholds: float | Sequence[float] = DEFAULT_THRESHOLD, tune_thresholds: bool = False,
-             channels_last: bool = False, window: Optional[int] = None,
+             tune_postprocess: bool = False, channels_last: bool = False, window: Optional[int] = None,
              window_options: WindowOptions = WindowOptions()) -> EvalResult:
     """Run the model over ``loader``; rows from all ranks are gathered (no duplicated samples).
-    ``window``: the model's input size when images are larger (tiled as in prediction)."""
+    ``window``: the model's input size when images are larger (tiled as in prediction). ``tune_postprocess``
+    (with ``tune_thresholds``): also choose per class whether to keep only the largest connected component."""
     model.eval()
     dice = DiceAccumulator(catalogue.names)
     facts = [s.fact for s in catalogue.fact_subgroups]
     flag_rows: list[np.ndarray] = []
     sweeps: list[SweepCounts] = []
+    calibrations: list[CalibrationCounts] = []
     for batch in tqdm(loader, desc="val", leave=False, disable=not accelerator.is_local_main_process):
         context = text.batch_context(batch, accelerator.device) if text is not None else None
         images = batch["image"]
@@ -104,21 +110,28 @@ def validate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue,
         targets = batch["masks"] > 0.5
         rows = dice_per_image(probs, targets, threshold=thresholds)
         flags = _fact_flags(batch, facts, probs.device)
+        binned = calibration_counts(probs, targets)
+        calibrations.append(CalibrationCounts(*(t.cpu() for t in accelerator.gather_for_metrics(
+            (binned.pixels, binned.prob_sum, binned.hits)))))
         if tune_thresholds:
-            sweep = threshold_sweep_counts(probs, targets)
-            rows, flags, inter, pred_sum, target_sum = accelerator.gather_for_metrics(
-                (rows, flags, sweep.intersection, sweep.pred_sum, sweep.target_sum))
-            sweeps.append(SweepCounts(sweep.candidates, inter.cpu(), pred_sum.cpu(), target_sum.cpu()))
+            sweep = threshold_sweep_counts(probs, targets, components=tune_postprocess)
+            counts = (sweep.intersection, sweep.pred_sum, sweep.target_sum)
+            if tune_postprocess:
+                counts += (sweep.largest_intersection, sweep.largest_pred_sum)
+            rows, flags, *counts = accelerator.gather_for_metrics((rows, flags, *counts))
+            sweeps.append(SweepCounts(sweep.candidates, *(c.cpu() for c in counts)))
         else:
             rows, flags = accelerator.gather_for_metrics((rows, flags))
         dice.add(rows.cpu())
         flag_rows.append(flags.cpu().numpy())
     flag_table = np.concatenate(flag_rows) if flag_rows else np.zeros((0, len(facts)), int)
-    result = EvalResult(dice=dice, facts={f: flag_table[:, i] for i, f in enumerate(facts)}, catalogue=catalogue)
+    result = EvalResult(dice=dice, facts={f: flag_table[:, i] for i, f in enumerate(facts)}, catalogue=catalogue,
+                        calibration=CalibrationCounts.concat(calibrations) if calibrations else None)
     if tune_thresholds and sweeps:
         result.sweep = SweepCounts.concat(sweeps)
-        result.thresholds, result.tuned_mean_dice = tuned_thresholds(result.sweep)
+        result.thresholds, result.postprocess, result.tuned_mean_dice = tuned_thresholds(result.sweep)
     else:
         k = len(catalogue)
         result.thresholds = [float(t) for t in np.broadcast_to(np.asarray(thresholds, dtype=float), (k,))]
+        result.postprocess = ["none"] * k
     return result

@@ -17,10 +17,17 @@ NAMES = ("a", "b")
 def test_a_run_directory_thresholds_file_is_read_checked(tmp_path):
     run = tmp_path / "kfold_run"
     run.mkdir()
-    default = np.array([0.5, 0.5])
-    np.testing.assert_array_equal(_run_thresholds([run], NAMES, default), default)  # none there: the members'
+    default = (np.array([0.5, 0.5]), ["none", "largest"])
+    thresholds, rules = _run_thresholds([run], NAMES, default)  # none there: the members'
+    np.testing.assert_array_equal(thresholds, default[0])
+    assert rules == ["none", "largest"]
     (run / THRESHOLDS_FILE).write_text(json.dumps({"classes": list(NAMES), "thresholds": [0.3, 0.7]}))
-    np.testing.assert_array_equal(_run_thresholds([run], NAMES, default), [0.3, 0.7])
+    thresholds, rules = _run_thresholds([run], NAMES, default)
+    np.testing.assert_array_equal(thresholds, [0.3, 0.7])
+    assert rules == ["none", "none"]  # a file from before post-processing: no rule
+    (run / THRESHOLDS_FILE).write_text(json.dumps({"classes": list(NAMES), "thresholds": [0.3, 0.7],
+                                                   "postprocess": ["largest", "none"]}))
+    assert _run_thresholds([run], NAMES, default)[1] == ["largest", "none"]
     (run / THRESHOLDS_FILE).write_text('{"classes": ["a", "b"], "thresh')  # truncated by a killed write
     with pytest.raises(ModelDirError, match=rf"{THRESHOLDS_FILE}: .*damaged"):
         _run_thresholds([run], NAMES, default)
@@ -36,6 +43,12 @@ def test_thresholds_of_other_classes_or_count_are_errors_naming_the_file(tmp_pat
         read_thresholds(path, NAMES)
     path.write_text(json.dumps([0.3, 0.7]))
     with pytest.raises(ValueError, match="expected a mapping with a 'thresholds' list"):
+        read_thresholds(path, NAMES)
+    path.write_text(json.dumps({"thresholds": [0.3, 0.7], "postprocess": ["largest", "biggest"]}))
+    with pytest.raises(ValueError, match=rf"{path}: unknown post-processing rule\(s\) \['biggest'\]"):
+        read_thresholds(path, NAMES)
+    path.write_text(json.dumps({"thresholds": [0.3, 0.7], "postprocess": ["largest"]}))
+    with pytest.raises(ValueError, match=f"{path}: 1 post-processing rules for 2 classes"):
         read_thresholds(path, NAMES)
 
 

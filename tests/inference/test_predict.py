@@ -355,3 +355,31 @@ def test_fp16_on_cpu_and_unknown_precisions_are_clear_errors(checkpoint, tmp_pat
     config.write_text("predict:\n  num_workers: -1\n")
     with pytest.raises(ConfigError, match="predict.num_workers"):
         load_config(config)
+
+
+def test_a_largest_component_rule_of_thresholds_json_is_applied_and_no_postprocess_ignores_it(checkpoint, tiny_root,
+                                                                                              tmp_path):
+    import shutil
+
+    from mmseg_text.postprocess import keep_largest_component
+
+    model = tmp_path / "best"
+    shutil.copytree(checkpoint, model)
+    doc = json.loads((model / "thresholds.json").read_text())
+    doc["thresholds"] = [0.05] * len(doc["classes"])  # a random tiny model: low cuts give masks of many blobs
+    doc["postprocess"] = ["largest"] * len(doc["classes"])
+    (model / "thresholds.json").write_text(json.dumps(doc))
+    images = tiny_root / "test" / "DCM"
+    plain, cleaned = tmp_path / "plain.csv", tmp_path / "cleaned.csv"
+    assert predict_cli.main(["--checkpoint", str(model), "--images", str(images), "--out", str(plain),
+                             "--no-postprocess"]) == 0
+    assert predict_cli.main(["--checkpoint", str(model), "--images", str(images), "--out", str(cleaned)]) == 0
+    rows = zip(read_submission(plain).itertuples(), read_submission(cleaned).itertuples())
+    paths = {p.name: p for p in images.rglob("*.png")}
+    changed = 0
+    for a, b in rows:
+        size = read_image(paths[a.image_name]).shape[:2]
+        before, after = rle_decode(a.rle, size), rle_decode(b.rle, size)
+        np.testing.assert_array_equal(after, keep_largest_component(before))
+        changed += int(not np.array_equal(before, after))
+    assert changed > 0  # the rule did something here

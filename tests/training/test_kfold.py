@@ -11,7 +11,7 @@ import yaml
 from mmseg_text.cli import predict as predict_cli
 from mmseg_text.cli import train as train_cli
 from mmseg_text.run_layout import RunLayout
-from mmseg_text.thresholds import load_sweep
+from mmseg_text.thresholds import SweepCounts, load_sweep
 from mmseg_text.training import kfold
 from mmseg_text.inference.predictor import PredictOptions, Predictor
 from mmseg_text.rle import read_submission
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 def test_all_folds_oof_thresholds_resume_and_ensemble_prediction(tiny_root, tmp_path, monkeypatch):
     doc = tiny_config_dict(tiny_root, tmp_path / "run", tmp_path / "cache")
-    doc["train"].update({"max_steps": 2, "eval_every": 2, "checkpoint_every": 0})
+    doc["train"].update({"max_steps": 2, "eval_every": 2, "checkpoint_every": 0, "tune_postprocess": True})
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(doc))
     assert train_cli.main(["--config", str(config), "--folds", "all"]) == 0
@@ -35,6 +35,11 @@ def test_all_folds_oof_thresholds_resume_and_ensemble_prediction(tiny_root, tmp_
     doc = json.loads((run / "thresholds.json").read_text())
     assert len(doc["thresholds"]) == 29 and doc["out_of_fold_images"] == 8
     assert doc["out_of_fold_mean_dice"] >= doc["out_of_fold_mean_dice_at_0.5"] - 1e-12  # tuning never loses
+    # the connected-component rule chosen per class on the out-of-fold counts: "largest" exactly where it won there
+    assert all(c.has_components for c in counts)
+    pooled = SweepCounts.concat(counts)
+    plain, largest = pooled.mean_dice().max(axis=1), pooled.mean_dice(rule="largest").max(axis=1)
+    assert doc["postprocess"] == ["largest" if b > a else "none" for a, b in zip(plain, largest)]
 
     monkeypatch.setattr("mmseg_text.training.kfold.train", lambda *a, **k: pytest.fail("a finished fold was trained again"))
     assert train_cli.main(["--config", str(config), "--folds", "0,1"]) == 0  # resume: nothing to do
@@ -42,6 +47,7 @@ def test_all_folds_oof_thresholds_resume_and_ensemble_prediction(tiny_root, tmp_
     predictor = Predictor([run], PredictOptions())
     assert len(predictor.members) == 2
     np.testing.assert_allclose(predictor.thresholds, doc["thresholds"])  # the run's OOF thresholds, not the mean
+    assert predictor.postprocess == doc["postprocess"]
     out = tmp_path / "ensemble.csv"
     assert predict_cli.main(["--checkpoint", str(run), "--images", str(tiny_root / "test" / "DCM"), "--out", str(out)]) == 0
     assert len(read_submission(out)) == 29 * 4

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from mmseg_text.config import load_config
@@ -55,6 +56,9 @@ def test_training_writes_summary_best_checkpoint_and_learns(uninterrupted):
     assert summary["val_curve"][-1][1] == pytest.approx(last["mean_dice"])
     assert set(last["grouped"]) == {"finger", "carpal", "forearm"}
     assert len(last["per_class"]) == 29
+    # calibration counts every validation pixel of every class once (64 x 64 images)
+    assert sum(last["calibration"]["reliability"]["pixels"]) == last["num_images"] * 29 * 64 * 64
+    assert 0.0 <= last["calibration"]["mean_ece"] <= 1.0
     best = run / "best"
     weights = load_file(best / "model.safetensors")
     assert any("gate" in k for k in weights)  # the text-conditioned model was saved
@@ -73,6 +77,18 @@ def test_training_writes_summary_best_checkpoint_and_learns(uninterrupted):
     assert saved.train.max_steps == 6 and saved.text.mode == "meta+classes"
     assert [p.name for p in list_checkpoints(run)] == ["step_00000003", "step_00000006"]
     assert (run / "checkpoints" / "step_00000006" / "custom_checkpoint_0.pkl").is_file()  # the EMA state
+
+
+def test_the_same_seed_gives_the_same_weights_on_one_machine(uninterrupted, tmp_path):
+    """The seed-0 demo reproduces: a second run of the same config (here with train.deterministic, as the demo
+    sets it) ends with bitwise the same exported weights and validation curve."""
+    config, run, reference = uninterrupted
+    again = _train(config, f"output_dir={tmp_path / 'again'}", "train.deterministic=true")
+    assert again["val_curve"] == reference["val_curve"]
+    assert again["best_step"] == reference["best_step"]
+    first, second = load_file(run / "best" / "model.safetensors"), load_file(tmp_path / "again" / "best" / "model.safetensors")
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first), [k for k in first if not torch.equal(first[k], second[k])][:5]
 
 
 def test_killed_run_resumed_matches_uninterrupted(uninterrupted, tmp_path):
