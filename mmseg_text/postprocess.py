@@ -3,7 +3,7 @@
 A bone is one blob. A stray island of a class (a fingertip's label on the neighbouring finger) costs Dice, and
 keeping only the largest 8-connected component removes it. Whether it pays is a property of the model and the
 class, so the rule is chosen per class on held-out predictions (validation, or the out-of-fold predictions of a
-k-fold run) and kept only where it raises Dice there (``thresholds.choose_thresholds_and_rules``); the choice is
+k-fold run) and kept only where it raises Dice there (``thresholds.best_thresholds_and_rules``); the choice is
 stored beside the thresholds in ``thresholds.json`` and applied at prediction (``PostProcessed``).
 """
 from __future__ import annotations

@@ -193,11 +193,13 @@ def tune_thresholds(probs: Union[SweepCounts, ArrayLike, Iterable[ArrayLike]],
 
 def best_thresholds(counts: SweepCounts, *, smooth: float = SMOOTH) -> np.ndarray:
     """Argmax over candidates of each class's mean Dice curve, ties to the candidate nearest 0.5."""
-    curve = counts.mean_dice(smooth)  # (K, T)
-    best = curve.max(axis=1, keepdims=True)
-    is_best = np.isclose(curve, best, rtol=0.0, atol=1e-12)
-    distance = np.where(is_best, np.abs(counts.candidates - 0.5)[None, :], np.inf)
-    return counts.candidates[distance.argmin(axis=1)]
+    return counts.candidates[_best_index(counts.mean_dice(smooth), counts.candidates)]
+
+
+def _best_index(curve: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Per row of a (K, T) Dice curve, the index of its maximum, ties to the candidate nearest 0.5."""
+    is_best = np.isclose(curve, curve.max(axis=1, keepdims=True), rtol=0.0, atol=1e-12)
+    return np.where(is_best, np.abs(candidates - 0.5)[None, :], np.inf).argmin(axis=1)
 
 
 def best_thresholds_and_rules(counts: SweepCounts, *, smooth: float = SMOOTH,
@@ -205,20 +207,17 @@ def best_thresholds_and_rules(counts: SweepCounts, *, smooth: float = SMOOTH,
     """Per class, the threshold and post-processing rule ("none" or "largest") with the highest mean Dice on the
     counted images, and that Dice ``(K,)``. "largest" is chosen only where it beats the best plain threshold by more
     than ``min_gain``: a rule that does not raise held-out Dice is not applied (nnU-Net's choice)."""
-    thresholds = best_thresholds(counts, smooth=smooth)
+    rows = np.arange(counts.target_sum.shape[1])
     plain = counts.mean_dice(smooth)
-    index = np.abs(counts.candidates[None, :] - thresholds[:, None]).argmin(axis=1)
-    dice = plain[np.arange(len(thresholds)), index]
+    index = _best_index(plain, counts.candidates)
+    thresholds, dice = counts.candidates[index], plain[rows, index]
     rules = ["none"] * len(thresholds)
     if not counts.has_components:
         return thresholds, rules, dice
     largest = counts.mean_dice(smooth, rule="largest")
-    for k in range(len(thresholds)):
-        best = largest[k].max()
-        if best > dice[k] + min_gain:
-            ties = np.isclose(largest[k], best, rtol=0.0, atol=1e-12)
-            j = int(np.where(ties, np.abs(counts.candidates - 0.5), np.inf).argmin())
-            thresholds[k], rules[k], dice[k] = counts.candidates[j], "largest", best
+    index = _best_index(largest, counts.candidates)
+    for k in np.flatnonzero(largest[rows, index] > dice + min_gain):
+        thresholds[k], rules[k], dice[k] = counts.candidates[index[k]], "largest", largest[k, index[k]]
     return thresholds, rules, dice
 
 
