@@ -31,13 +31,14 @@ def test_every_rank_gathers_and_only_the_main_one_writes_the_gathered_weights(tm
     monkeypatch.setattr(loop, "export_model", lambda directory, model, cfg, catalogue, pre, **kw: exported.append(kw))
     model = torch.nn.Linear(2, 2)
     cfg = load_config(None, [f"output_dir={tmp_path}"])
-    result = SimpleNamespace(thresholds=[0.5], sweep=None, to_dict=lambda catalogue: {})
+    result = SimpleNamespace(thresholds=[0.5], postprocess=["none"], sweep=None, to_dict=lambda catalogue: {})
     data = SimpleNamespace(preprocess=None)
     calls: list = []
     for main in (False, True):  # rank 1, then rank 0
         loop._export_best(RecordingAccelerator(main, calls), model, cfg, None, data, result)
     assert calls == [("get_state_dict", False), ("wait", False), ("get_state_dict", True), ("wait", True)]
     assert len(exported) == 1  # the main process writes
+    assert exported[0]["postprocess"] == ["none"]  # the chosen rules travel with the weights
     torch.testing.assert_close(exported[0]["state_dict"]["weight"], model.weight + 1.0)  # the gathered weights
 
 
