@@ -111,19 +111,19 @@ def validate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue,
         rows = dice_per_image(probs, targets, threshold=thresholds)
         flags = _fact_flags(batch, facts, probs.device)
         binned = calibration_counts(probs, targets)
-        calibrations.append(CalibrationCounts(*(t.cpu() for t in accelerator.gather_for_metrics(
-            (binned.pixels, binned.prob_sum, binned.hits)))))
+        local = [rows, flags, binned.pixels, binned.prob_sum, binned.hits]
         if tune_thresholds:
             sweep = threshold_sweep_counts(probs, targets, components=tune_postprocess)
-            counts = (sweep.intersection, sweep.pred_sum, sweep.target_sum)
+            local += [sweep.intersection, sweep.pred_sum, sweep.target_sum]
             if tune_postprocess:
-                counts += (sweep.largest_intersection, sweep.largest_pred_sum)
-            rows, flags, *counts = accelerator.gather_for_metrics((rows, flags, *counts))
-            sweeps.append(SweepCounts(sweep.candidates, *(c.cpu() for c in counts)))
-        else:
-            rows, flags = accelerator.gather_for_metrics((rows, flags))
-        dice.add(rows.cpu())
-        flag_rows.append(flags.cpu().numpy())
+                local += [sweep.largest_intersection, sweep.largest_pred_sum]
+        # One collective per batch: every per-image tensor travels together (no duplicated last-batch samples).
+        rows, flags, *rest = (t.cpu() for t in accelerator.gather_for_metrics(tuple(local)))
+        calibrations.append(CalibrationCounts(*rest[:3]))
+        if tune_thresholds:
+            sweeps.append(SweepCounts(sweep.candidates, *rest[3:]))
+        dice.add(rows)
+        flag_rows.append(flags.numpy())
     flag_table = np.concatenate(flag_rows) if flag_rows else np.zeros((0, len(facts)), int)
     result = EvalResult(dice=dice, facts={f: flag_table[:, i] for i, f in enumerate(facts)}, catalogue=catalogue,
                         calibration=CalibrationCounts.concat(calibrations) if calibrations else None)
