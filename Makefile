@@ -12,6 +12,7 @@ export PYTHONUNBUFFERED := 1
 
 DEMO_DATA ?= data/synthetic
 DEMO_OUT ?= runs/demo
+DEMO_SEED ?= 0
 DEMO_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: install test test-fast demo data check benchmarks clean
@@ -44,7 +45,7 @@ demo: install
 	$(MAKE) --no-print-directory data; \
 	$(VENV)/bin/accelerate launch --quiet --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 		--num_cpu_threads_per_process $(DEMO_THREADS) \
-		scripts/train.py --config configs/demo.yaml output_dir=$(DEMO_OUT) data.root=$(DEMO_DATA); \
+		scripts/train.py --config configs/demo.yaml output_dir=$(DEMO_OUT) data.root=$(DEMO_DATA) train.seed=$(DEMO_SEED); \
 	$(PY) scripts/predict.py --checkpoint $(DEMO_OUT)/best --images $(DEMO_DATA)/test/DCM \
 		--with-meta --meta $(DEMO_DATA)/meta_data.xlsx --save-overlays $(DEMO_OUT)/overlays --out $(DEMO_OUT)/submission.csv; \
 	$(PY) scripts/evaluate.py --pred $(DEMO_OUT)/submission.csv --gt $(DEMO_DATA)/test/outputs_json --out $(DEMO_OUT); \

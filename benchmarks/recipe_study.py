@@ -14,6 +14,9 @@ Variants (each against ``whole256``, the demo recipe on data with 1024 px source
   copy_paste        + carpal copy-paste, p=0.5
   dice_focal        MONAI Dice+Focal instead of BCE+Dice
   lite2             the ImageNet EfficientNet-Lite2 encoder (package:efficientnet-lite2) instead of Lite0
+  largest_cc        + per class, keep only the largest connected component where that raises validation Dice
+                    (train.tune_postprocess); the same seed trains the same weights as whole256, so the pair
+                    differs only in the rules (and in which validation step is kept)
   fold0 / folds     one 3-fold run: its fold-0 model alone (its own validation thresholds) vs the 3-model
                     ensemble with out-of-fold thresholds
 Every run is a separate ``python -m mmseg_text.cli.train`` process; a run whose summary.json (or evaluation.json)
@@ -53,6 +56,7 @@ VARIANTS: dict[str, list[str]] = {
     "copy_paste": ["data.copy_paste_p=0.5", "data.copy_paste_groups=[carpal]"],
     "dice_focal": ["train.loss=dice_focal"],
     "lite2": ["model.encoder=tf_efficientnet_lite2", "model.encoder_weights=package:efficientnet-lite2"],
+    "largest_cc": ["train.tune_postprocess=true"],
 }
 FOLDS = 3
 
@@ -120,7 +124,8 @@ def _scores(evaluation: dict, run: Path) -> dict[str, float]:
     return {"mean": evaluation["mean_dice"],
             "fingertips": statistics.fmean(per_class[c] for c in FINGERTIPS),
             "carpals": evaluation["groups"]["carpal"],
-            "seconds_per_step": seconds / steps if steps and seconds else None}
+            "seconds_per_step": seconds / steps if steps and seconds else None,
+            "per_class": dict(per_class)}
 
 
 def _job(args, variant: str, seed: int, threads: int) -> list[tuple[str, int, dict]]:
@@ -142,6 +147,7 @@ def _summary(rows: list[tuple[str, int, dict]]) -> dict:
         out[name] = {"seeds": len(mine)}
         seconds = [m["seconds_per_step"] for m in mine if m.get("seconds_per_step")]
         out[name]["seconds_per_step"] = statistics.median(seconds) if seconds else None
+        out[name]["per_class"] = {c: statistics.fmean(m["per_class"][c] for m in mine) for c in mine[0]["per_class"]}
         for key in ("mean", "fingertips", "carpals"):
             values = [m[key] for m in mine]
             out[name][key] = {"mean": statistics.fmean(values), "spread": (max(values) - min(values)) / 2,
