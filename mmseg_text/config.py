@@ -80,6 +80,7 @@ class TextConfig:
     hf_path: Optional[str] = None  # text.tower=hf: a local Hugging Face text encoder directory, or package:NAME
     cache_dir: str = ".cache/text_embeddings"  # on-disk caption embedding cache, shared by train/eval/predict
     batch_size: int = 64  # captions per encoder call when warming the cache
+    drop_p: float = 0.0  # caption dropout: a training image's metadata facts are spoken as unknown with this probability (its side is kept), so the model also learns to work without the table
 
 
 @dataclass
@@ -261,6 +262,11 @@ def check_and_resolve(cfg: Config, *, explicit: Sequence[str] = ()) -> None:
                           "no per-image caption; use text.mode=meta or meta+classes (or none for the text-off run)")
     if cfg.text.shuffle and not mode.uses_meta:
         raise ConfigError("text.shuffle pairs images with other images' metadata captions: it needs text.mode=meta or meta+classes")
+    if not 0.0 <= cfg.text.drop_p < 1.0:
+        raise ConfigError(f"config key 'text.drop_p' must be in [0, 1), got {cfg.text.drop_p}")
+    if cfg.text.drop_p > 0 and not mode.uses_meta:
+        raise ConfigError(f"text.drop_p drops metadata captions: text.mode={mode.name} has none; use text.mode=meta or "
+                          "meta+classes, or text.drop_p=0")
     _resolve_text_tower(cfg.text, explicit)
     if not 0 <= cfg.data.fold < cfg.data.num_folds:
         raise ConfigError(f"config key 'data.fold' must be in [0, {cfg.data.num_folds}), got {cfg.data.fold}")

@@ -47,7 +47,7 @@ class SegmentationDataset(Dataset):
                  transforms: Optional[Augmenter] = None, caption_fn: Optional[Callable[[dict], str]] = None,
                  augment_seed: Optional[int] = None, skip_bad_samples: bool = False, workers: int = 1,
                  progress: bool = True, name: str = "dataset", copy_paste: Optional[CopyPaste] = None,
-                 crop: Optional[int] = None, prompt: Optional[GroupPrompt] = None):
+                 crop: Optional[int] = None, prompt: Optional[GroupPrompt] = None, caption_drop_p: float = 0.0):
         if len(records) != len(facts):
             raise ValueError(f"{len(records)} records but {len(facts)} facts")
         self.class_names = tuple(class_names)
@@ -61,6 +61,7 @@ class SegmentationDataset(Dataset):
             check_crop_sizes(preprocess.image_size, crop)
         self.crop = crop
         self.prompt = prompt if labelled else None
+        self.caption_drop_p = float(caption_drop_p)
         self.epoch = 0
         self.name = name
         records, facts = list(records), list(facts)
@@ -177,7 +178,10 @@ class SegmentationDataset(Dataset):
                        "person_id": int(record.person_id), "side": side, "meta": dict(facts.meta),
                        "orig_size": orig_size})
         if self.caption_fn is not None:
-            sample["caption"] = self.caption_fn(sample)
+            if self.caption_drop_p > 0:  # seeded like the augmentation: a resumed run drops the same captions
+                sample["caption"] = self.caption_fn(sample, drop=bool(self._rng(index, 4).random() < self.caption_drop_p))
+            else:
+                sample["caption"] = self.caption_fn(sample)
             if "prompt" in sample:
                 sample["caption"] = with_prompt(sample["caption"], sample["prompt"])
         return sample

@@ -31,6 +31,7 @@ class CaptionEncoder:
         self.builder = CaptionBuilder(cfg.text.templates, catalogue, mode=self.mode,
                                       bucket_numbers=cfg.text.bucket_numbers, shuffle=cfg.text.shuffle,
                                       seed=cfg.train.seed)
+        self.drop_p = float(cfg.text.drop_p)  # caption dropout: the metadata-free captions are warmed too
         tower = build_text_tower(cfg.text)
         self.width: int = tower.width
         self.cache = TextEmbeddingCache(tower, cfg.text.cache_dir, batch_size=cfg.text.batch_size, progress=progress)
@@ -58,7 +59,8 @@ class CaptionEncoder:
             for index in indices:
                 for record, facts in zip(index.records, index.facts):
                     sample = {"image_id": record.image_id, "side": facts.side, "meta": facts.meta}
-                    captions += [c + s for c in caption_fn.variants(sample) for s in suffixes]
+                    captions += [c + s for c in caption_fn.variants(sample, with_dropped=self.drop_p > 0)
+                                 for s in suffixes]
         self.cache.warm(list(dict.fromkeys(captions)))
         self.cache.release_tower()
 

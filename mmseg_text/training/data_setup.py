@@ -35,13 +35,13 @@ def build_preprocessor(cfg: Any) -> Preprocessor:
 def make_dataset(cfg: Any, index: DataIndex, catalogue: ClassCatalogue, preprocess: Preprocessor, *,
                  name: str, transforms: Optional[Augmenter] = None, caption_fn=None, augment_seed: Optional[int] = None,
                  progress: bool = True, copy_paste: Optional[CopyPaste] = None, crop: Optional[int] = None,
-                 prompt: Optional[GroupPrompt] = None) -> SegmentationDataset:
+                 prompt: Optional[GroupPrompt] = None, caption_drop_p: float = 0.0) -> SegmentationDataset:
     data = cfg.data
     return SegmentationDataset(index.records, index.facts, class_names=catalogue.names, preprocess=preprocess,
                                labelled=index.split == "train", cache_dir=cache_dir_of(data) if data.cache else None,
                                transforms=transforms, caption_fn=caption_fn, augment_seed=augment_seed,
                                skip_bad_samples=data.skip_bad_samples, workers=data.num_workers, progress=progress,
-                               name=name, copy_paste=copy_paste, crop=crop, prompt=prompt)
+                               name=name, copy_paste=copy_paste, crop=crop, prompt=prompt, caption_drop_p=caption_drop_p)
 
 
 @dataclass
@@ -67,7 +67,8 @@ def build_run_data(cfg: Any, catalogue: ClassCatalogue, *, progress: bool = True
     train = make_dataset(cfg, train_index, catalogue, preprocess, name="train", transforms=build_train_transforms(cfg.data),
                          caption_fn=caption_fn, augment_seed=cfg.train.seed, progress=progress,
                          copy_paste=CopyPaste.from_config(cfg.data, catalogue.names, catalogue.groups),
-                         crop=cfg.data.crop_size, prompt=prompts[0] if prompts else None)
+                         crop=cfg.data.crop_size, prompt=prompts[0] if prompts else None,
+                         caption_drop_p=cfg.text.drop_p)
     # validation sees whole working-size images, tiled into windows when the model trains on crops
     val = make_dataset(cfg, val_index, catalogue, preprocess, name="validation", caption_fn=caption_fn, progress=progress,
                        prompt=prompts[1] if prompts else None)
