@@ -80,7 +80,7 @@ class TextConfig:
     hf_path: Optional[str] = None  # text.tower=hf: a local Hugging Face text encoder directory, or package:NAME
     cache_dir: str = ".cache/text_embeddings"  # on-disk caption embedding cache, shared by train/eval/predict
     batch_size: int = 64  # captions per encoder call when warming the cache
-    drop_p: float = 0.0  # caption dropout: a training image's metadata facts are spoken as unknown with this probability (its side is kept), so the model also learns to work without the table
+    drop_p: float = 0.0  # caption dropout: a training image gets the caption of an image without metadata (every fact unknown, as mmseg-predict without --with-meta) with this probability
 
 
 @dataclass

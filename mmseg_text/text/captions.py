@@ -285,16 +285,20 @@ class CaptionFn:
         return self.meta_by_image[self.pairing[image_id]]  # type: ignore[index]
 
     def __call__(self, sample: Mapping[str, Any], *, drop: bool = False) -> str:
-        """``drop``: caption dropout (``text.drop_p``): every metadata fact is spoken as unknown, the side stays."""
-        meta = {} if drop else self._meta_for(sample)
-        return self.builder.caption_for_image({"side": sample.get("side"), "meta": meta})
+        """``drop``: caption dropout (``text.drop_p``): the caption of an image without metadata, every fact
+        (side included) unknown, as ``mmseg-predict`` without ``--with-meta`` speaks it."""
+        if drop:
+            return self.builder.caption_for_image({"side": "unknown", "meta": {}})
+        return self.builder.caption_for_image({"side": sample.get("side"), "meta": self._meta_for(sample)})
 
     def variants(self, sample: Mapping[str, Any], *, with_dropped: bool = False) -> list[str]:
         """Every caption this sample can get under augmentation (its side and the flipped side; with
         ``with_dropped`` also its caption without metadata): warm-up set."""
         side = normalise_side(sample.get("side"))
-        metas = [self._meta_for(sample)] + ([{}] if with_dropped else [])
-        captions = [self.builder.caption_for_image({"side": s, "meta": m}) for m in metas for s in (side, flip_side(side))]
+        meta = self._meta_for(sample)
+        captions = [self.builder.caption_for_image({"side": s, "meta": meta}) for s in (side, flip_side(side))]
+        if with_dropped:
+            captions.append(self(sample, drop=True))
         return list(dict.fromkeys(captions))
 
 
