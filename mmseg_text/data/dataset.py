@@ -178,10 +178,9 @@ class SegmentationDataset(Dataset):
                        "person_id": int(record.person_id), "side": side, "meta": dict(facts.meta),
                        "orig_size": orig_size})
         if self.caption_fn is not None:
-            if self.caption_drop_p > 0:  # seeded like the augmentation: a resumed run drops the same captions
-                sample["caption"] = self.caption_fn(sample, drop=bool(self._rng(index, 4).random() < self.caption_drop_p))
-            else:
-                sample["caption"] = self.caption_fn(sample)
+            # caption dropout, seeded like the augmentation: a resumed run drops the same captions
+            dropped = self.caption_drop_p > 0 and self._rng(index, 4).random() < self.caption_drop_p
+            sample["caption"] = self.caption_fn(sample, drop=True) if dropped else self.caption_fn(sample)
             if "prompt" in sample:
                 sample["caption"] = with_prompt(sample["caption"], sample["prompt"])
         return sample

@@ -31,7 +31,6 @@ class CaptionEncoder:
         self.builder = CaptionBuilder(cfg.text.templates, catalogue, mode=self.mode,
                                       bucket_numbers=cfg.text.bucket_numbers, shuffle=cfg.text.shuffle,
                                       seed=cfg.train.seed)
-        self.drop_p = float(cfg.text.drop_p)  # caption dropout: the metadata-free captions are warmed too
         tower = build_text_tower(cfg.text)
         self.width: int = tower.width
         self.cache = TextEmbeddingCache(tower, cfg.text.cache_dir, batch_size=cfg.text.batch_size, progress=progress)
@@ -51,15 +50,16 @@ class CaptionEncoder:
         return self.builder.caption_for_image({"side": side, "meta": meta})
 
     def prepare_training(self, caption_fn: Optional[CaptionFn], *indices: DataIndex,
-                         suffixes: Sequence[str] = ("",)) -> None:
+                         suffixes: Sequence[str] = ("",), with_dropped: bool = False) -> None:
         """Encode every caption the run can produce (each followed by each of ``suffixes``: the prompts of the
-        positive control), then drop the frozen tower."""
+        positive control; with ``with_dropped`` also the no-metadata caption of caption dropout), then drop the
+        frozen tower."""
         captions: list[str] = []
         if caption_fn is not None:
             for index in indices:
                 for record, facts in zip(index.records, index.facts):
                     sample = {"image_id": record.image_id, "side": facts.side, "meta": facts.meta}
-                    captions += [c + s for c in caption_fn.variants(sample, with_dropped=self.drop_p > 0)
+                    captions += [c + s for c in caption_fn.variants(sample, with_dropped=with_dropped)
                                  for s in suffixes]
         self.cache.warm(list(dict.fromkeys(captions)))
         self.cache.release_tower()

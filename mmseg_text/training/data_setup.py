@@ -62,7 +62,7 @@ def build_run_data(cfg: Any, catalogue: ClassCatalogue, *, progress: bool = True
     if text is not None:  # one caption function over every image of the run (the placebo pairs across all)
         caption_fn = text.caption_fn(index.meta_by_image(), index.person_by_image())
         suffixes = [with_prompt("", s) for s in prompts[0].sentences()] if prompts else [""]
-        text.prepare_training(caption_fn, index, suffixes=suffixes)
+        text.prepare_training(caption_fn, index, suffixes=suffixes, with_dropped=cfg.text.drop_p > 0)
     preprocess = build_preprocessor(cfg)
     train = make_dataset(cfg, train_index, catalogue, preprocess, name="train", transforms=build_train_transforms(cfg.data),
                          caption_fn=caption_fn, augment_seed=cfg.train.seed, progress=progress,
