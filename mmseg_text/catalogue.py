@@ -16,7 +16,7 @@ import yaml
 from mmseg_text.assets import resolve_data_file
 
 DEFAULT_CATALOGUE = "hand_bones"
-_ENTRY_KEYS = {"name", "description", "group"}
+_ENTRY_KEYS = {"name", "description", "group", "attached_to"}
 _HAND_GEOMETRY_KEYS = ("radius", "ulna", "middle_metacarpal")
 _DERIVED_KINDS = {"hand_geometry"}
 
@@ -55,6 +55,9 @@ class ClassCatalogue:
     groups: tuple[str, ...]
     hand_geometry: Optional[HandGeometryBones] = None  # None: no side / wrist angle for this anatomy
     source: str = ""
+    # per class, the index of the bone it articulates with towards the body (``attached_to``), or None: the
+    # "attached" post-processing rule keeps the components of a class that touch that bone (postprocess.py)
+    attached_to: tuple[Optional[int], ...] = ()
 
     def __len__(self) -> int:
         return len(self.names)
@@ -83,7 +86,7 @@ def load_catalogue(path: str | Path | None = None) -> ClassCatalogue:
     entries = doc.get("classes") if isinstance(doc, dict) else None
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{path}: expected a non-empty list under 'classes'")
-    names, descriptions, groups = [], [], []
+    names, descriptions, groups, attached = [], [], [], []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or "name" not in entry:
             raise ValueError(f"{path}: classes[{i}] needs a 'name'")
@@ -94,12 +97,33 @@ def load_catalogue(path: str | Path | None = None) -> ClassCatalogue:
         names.append(str(entry["name"]))
         descriptions.append(str(entry.get("description", entry["name"])))
         groups.append(str(entry.get("group", "other")))
+        attached.append(entry.get("attached_to"))
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"{path}: duplicate class names {duplicates}")
     return ClassCatalogue(name=str(doc.get("name", path.stem)), names=tuple(names), descriptions=tuple(descriptions),
                           groups=tuple(groups), hand_geometry=_hand_geometry(doc.get("derived"), names, path),
-                          source=str(path))
+                          source=str(path), attached_to=_attachments(attached, names, path))
+
+
+def _attachments(attached: list, names: list[str], path: Path) -> tuple[Optional[int], ...]:
+    """``attached_to`` names as class indices; an unknown name, a class attached to itself or a cycle is an error."""
+    out: list[Optional[int]] = []
+    for name, target in zip(names, attached):
+        if target is None:
+            out.append(None)
+            continue
+        if str(target) not in names or str(target) == name:
+            raise ValueError(f"{path}: {name}: attached_to {target!r} must name another class of the catalogue")
+        out.append(names.index(str(target)))
+    for start in range(len(names)):
+        seen, k = {start}, out[start]
+        while k is not None:
+            if k in seen:
+                raise ValueError(f"{path}: attached_to makes a cycle through {names[start]}")
+            seen.add(k)
+            k = out[k]
+    return tuple(out)
 
 
 def _hand_geometry(derived: object, names: list[str], path: Path) -> Optional[HandGeometryBones]:

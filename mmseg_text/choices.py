@@ -43,7 +43,11 @@ AVERAGING = ("none", "ema", "swa")  # weight averaging: none | timm's EMA | stoc
 WINDOW_MODES = ("gaussian", "constant")
 TEXT_TOWERS = ("open_clip", "hf")  # open_clip: text.model + text.pretrained; hf: a local Hugging Face encoder (text.hf_path)
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
-POSTPROCESS_RULES = ("none", "largest")  # per class, chosen on held-out predictions (postprocess.py)
+# Per class, chosen on held-out predictions (postprocess.py): keep every blob, keep the largest, or drop the blobs
+# smaller than a fraction of the image area ("min_area:0.0005" = objects below 0.05 % of H x W, i.e. 33 px at 256²,
+# 2,097 px at 2048²: a fraction, so a rule tuned at the validation size means the same at the original size).
+# "attached": keep the components that touch the bone the catalogue says the class articulates with (attached_to).
+POSTPROCESS_RULES = ("none", "largest", "min_area:0.0001", "min_area:0.0005", "min_area:0.002", "attached")
 COORD_CHANNELS = 2  # model.coord_channels: y, x of each pixel in the whole image (data/preprocess.py)
 TEXT_MODES = ("none", "classes", "meta", "meta+classes")
 

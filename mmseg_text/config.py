@@ -128,7 +128,8 @@ class TrainConfig:
     keep_checkpoints: int = 2  # rolling save_state directories kept
     log_every: int = 10
     tune_thresholds: bool = True  # pick per-class thresholds on validation and store them with best/
-    tune_postprocess: bool = False  # with tune_thresholds: per class, keep only the largest connected component where that raises validation (or out-of-fold) Dice (postprocess.py)
+    tune_postprocess: bool = False  # with tune_thresholds: per class, keep the largest connected component or drop small objects where that raises validation (or out-of-fold) Dice (postprocess.py)
+    fit_temperature: bool = False  # fit one temperature per class on validation (NLL; calibration.py): stored as thresholds.json "temperatures", ECE before/after in val_metrics.json and the report; masks do not change
     channels_last: bool = True  # NHWC memory format: ~1.4x faster convolutions on CPU, and the layout AMP convs want on GPU
     log_with: List[str] = field(default_factory=lambda: ["tensorboard"])  # Accelerate trackers (wandb, mlflow, ... when installed); [] = none
 

@@ -2,9 +2,10 @@
 
 For every image, class and candidate threshold only the three Dice counts are kept, so a validation
 pass can sweep many thresholds without storing probability maps, and counts from several ranks or
-batches concatenate exactly. With ``components``, the same counts are also kept for the mask reduced to its
-largest connected component (``postprocess.py``), so the threshold and the post-processing rule of a class are
-chosen together, on validation or on out-of-fold counts, from the same statistics.
+batches concatenate exactly. With ``components``, the same counts are also kept for the mask after each
+connected-component rule (``postprocess.py``: the largest component, small objects dropped, the components that
+touch the attached bone), so the threshold and the post-processing rule of a class are chosen together, on
+validation or on out-of-fold counts, from the same statistics.
 """
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from typing import Iterable, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from mmseg_text.choices import POSTPROCESS_RULES
 from mmseg_text.io import atomic_path
 from mmseg_text.metrics import SMOOTH, ArrayLike, _as_tensor, _check_pair, _zip_strict, dice_from_counts
+from mmseg_text.postprocess import check_rules, component_rule_counts, near
 
 DEFAULT_THRESHOLD_CANDIDATES = np.linspace(0.1, 0.9, 17)  # 0.10, 0.15, ..., 0.90
+TUNED_RULES = tuple(r for r in POSTPROCESS_RULES if r != "none")  # what train.tune_postprocess tries per class
 # Pixels handled per chunk by the threshold sweep (bounds its int64 bin-index buffer to ~128 MB).
 _SWEEP_CHUNK_PIXELS = 1 << 24
 
@@ -29,31 +33,35 @@ class SweepCounts:
 
     ``intersection`` and ``pred_sum`` are ``(N, K, T)``, ``target_sum`` is ``(N, K)``; all int64. This is
     all threshold tuning needs, so probability maps can be dropped batch by batch. In distributed
-    evaluation, gather the three tensors with ``gather_for_metrics`` and :meth:`concat` them.
+    evaluation, gather the tensors with ``gather_for_metrics`` and :meth:`concat` them. With components, the same
+    two counts after each post-processing rule of ``rules`` are ``(N, R, K, T)``.
     """
 
     candidates: np.ndarray  # (T,) float64, ascending
     intersection: torch.Tensor
     pred_sum: torch.Tensor
     target_sum: torch.Tensor
-    # the same two counts for the largest connected component of each thresholded mask (None: not computed)
-    largest_intersection: Optional[torch.Tensor] = None
-    largest_pred_sum: Optional[torch.Tensor] = None
+    # the two counts after each of ``rules`` (postprocess.py), (N, R, K, T); None: not computed
+    rule_intersection: Optional[torch.Tensor] = None
+    rule_pred_sum: Optional[torch.Tensor] = None
+    rules: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.target_sum.shape[0])
 
     @property
     def has_components(self) -> bool:
-        return self.largest_intersection is not None
+        return self.rule_intersection is not None
 
     def dice(self, smooth: float = SMOOTH, rule: str = "none") -> torch.Tensor:
-        """Per-image Dice at every candidate, ``(N, K, T)`` float64; ``rule="largest"``: of the largest component."""
+        """Per-image Dice at every candidate, ``(N, K, T)`` float64, of the masks after post-processing ``rule``."""
         if rule == "none":
             return dice_from_counts(self.intersection, self.pred_sum, self.target_sum.unsqueeze(-1), smooth)
-        if rule != "largest" or not self.has_components:
+        if not self.has_components or rule not in self.rules:
             raise ValueError(f"no sweep counts for post-processing rule {rule!r}")
-        return dice_from_counts(self.largest_intersection, self.largest_pred_sum, self.target_sum.unsqueeze(-1), smooth)
+        r = self.rules.index(rule)
+        return dice_from_counts(self.rule_intersection[:, r], self.rule_pred_sum[:, r],
+                                self.target_sum.unsqueeze(-1), smooth)
 
     def mean_dice(self, smooth: float = SMOOTH, rule: str = "none") -> np.ndarray:
         """Mean over images of the per-image Dice, ``(K, T)``: each class's curve over the candidates."""
@@ -69,7 +77,8 @@ class SweepCounts:
         for p in parts[1:]:
             if not np.array_equal(p.candidates, parts[0].candidates):
                 raise ValueError("sweep counts were computed with different candidate thresholds")
-        components = all(p.has_components for p in parts)  # a part without them drops them for all
+        # a part without component counts, or with other rules, drops them for all
+        components = all(p.has_components and p.rules == parts[0].rules for p in parts)
 
         def cat(name: str) -> Optional[torch.Tensor]:
             return torch.cat([getattr(p, name).cpu() for p in parts]) if components else None
@@ -79,21 +88,26 @@ class SweepCounts:
             intersection=torch.cat([p.intersection.cpu() for p in parts]),
             pred_sum=torch.cat([p.pred_sum.cpu() for p in parts]),
             target_sum=torch.cat([p.target_sum.cpu() for p in parts]),
-            largest_intersection=cat("largest_intersection"),
-            largest_pred_sum=cat("largest_pred_sum"),
+            rule_intersection=cat("rule_intersection"),
+            rule_pred_sum=cat("rule_pred_sum"),
+            rules=parts[0].rules if components else (),
         )
 
 
 def threshold_sweep_counts(probs: ArrayLike, target: ArrayLike,
                            candidates: Sequence[float] | np.ndarray = DEFAULT_THRESHOLD_CANDIDATES,
-                           *, components: bool = False) -> SweepCounts:
+                           *, components: bool = False, rules: Sequence[str] = TUNED_RULES,
+                           attached_to: Optional[Sequence[Optional[int]]] = None) -> SweepCounts:
     """Dice counts of ``probs > t`` for every candidate ``t`` in one pass over ``probs`` ``(B, K, H, W)``.
 
     Each pixel's bin (the number of candidates below its probability) is histogrammed per image and
     class, over all pixels and over target pixels; reverse cumulative sums of the bins then give the
     predicted and intersecting pixel counts for every threshold at once. Targets are binarised (> 0.5).
-    ``components``: also the counts of each mask's largest connected component (one labelling per image, class
-    and candidate whose mask has more than one pixel, on the CPU: ~0.2 s per image of 29 classes at 256²).
+    ``components``: also the counts of each mask after each post-processing rule of ``rules`` (one labelling per
+    image, class and candidate whose mask has more than one pixel, for all rules, on the CPU: ~0.2 s per image of
+    29 classes at 256²). ``attached_to`` (the catalogue's): for the "attached" rule, the bone each class touches,
+    taken as ``probs > 0.5`` of that class without its own rule (an approximation of prediction, where the
+    attached bone has its tuned threshold and rule).
     """
     probs_t, target_t = _as_tensor(probs), _as_tensor(target)
     _check_pair(probs_t, target_t)
@@ -131,16 +145,17 @@ def threshold_sweep_counts(probs: ArrayLike, target: ArrayLike,
         target_sum=hit_hist.sum(1).reshape(batch, classes),
     )
     if components:
-        counts.largest_intersection, counts.largest_pred_sum = _largest_component_counts(
-            probs_t, target_b, boundaries, counts.pred_sum)
+        counts.rules = tuple(check_rules(rules, len(rules), "the tuned post-processing rules"))
+        counts.rule_intersection, counts.rule_pred_sum = _component_rule_counts(
+            probs_t, target_b, boundaries, counts.pred_sum, counts.intersection, counts.rules, attached_to)
     return counts
 
 
-def _largest_component_counts(probs: torch.Tensor, target: torch.Tensor, boundaries: torch.Tensor,
-                              pred_sum: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, K, T) intersection and predicted counts of the largest component of ``probs > t`` for each candidate."""
-    from mmseg_text.postprocess import keep_largest_component
-
+def _component_rule_counts(probs: torch.Tensor, target: torch.Tensor, boundaries: torch.Tensor,
+                           pred_sum: torch.Tensor, intersection: torch.Tensor,
+                           rules: Sequence[str], attached_to: Optional[Sequence[Optional[int]]] = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, R, K, T) intersection and kept counts of ``probs > t`` after each rule, for each candidate."""
     # float16 / bfloat16 values and cuts (already in the probabilities' dtype) are exact in float32: the same
     # comparisons as the histogram's
     probs_c = probs.detach().cpu()
@@ -148,18 +163,24 @@ def _largest_component_counts(probs: torch.Tensor, target: torch.Tensor, boundar
         probs_c = probs_c.float()
     probs_np, target_np = probs_c.numpy(), target.cpu().numpy()
     cuts = boundaries.cpu().to(probs_c.dtype).numpy()
-    inter = torch.zeros(pred_sum.shape, dtype=torch.int64)
-    kept = pred_sum.detach().cpu().clone()  # a mask of 0 or 1 pixels is its own largest component
-    for b, k in np.ndindex(*pred_sum.shape[:2]):
+    batch, classes = pred_sum.shape[:2]
+    sizes = pred_sum.detach().cpu().numpy()
+    # a mask of 0 or 1 pixels is left as it is by every rule
+    inter = intersection.detach().cpu().unsqueeze(1).repeat(1, len(rules), 1, 1)
+    kept = pred_sum.detach().cpu().unsqueeze(1).repeat(1, len(rules), 1, 1)
+    attached_to = list(attached_to) if attached_to is not None else [None] * classes
+    if len(attached_to) != classes:
+        raise ValueError(f"attached_to has {len(attached_to)} entries for {classes} classes")
+    half = probs_np.dtype.type(0.5)
+    for b, k in np.ndindex(batch, classes):
         p, t = probs_np[b, k], target_np[b, k]
+        parent = attached_to[k] if "attached" in rules else None
+        attached_near = near(probs_np[b, parent] > half) if parent is not None else None
         for j, cut in enumerate(cuts):
-            mask = p > cut
-            if kept[b, k, j] <= 1:
-                inter[b, k, j] = int(np.count_nonzero(mask & t))
+            if sizes[b, k, j] <= 1:
                 continue
-            largest = keep_largest_component(mask)
-            kept[b, k, j] = int(np.count_nonzero(largest))
-            inter[b, k, j] = int(np.count_nonzero(largest & t))
+            for r, (hit, size) in enumerate(component_rule_counts(p > cut, t, rules, attached_near)):
+                inter[b, r, k, j], kept[b, r, k, j] = hit, size
     device = pred_sum.device
     return inter.to(device), kept.to(device)
 
@@ -204,27 +225,29 @@ def _best_index(curve: np.ndarray, candidates: np.ndarray) -> np.ndarray:
 
 def best_thresholds_and_rules(counts: SweepCounts, *, smooth: float = SMOOTH,
                               min_gain: float = 0.0) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Per class, the threshold and post-processing rule ("none" or "largest") with the highest mean Dice on the
-    counted images, and that Dice ``(K,)``. "largest" is chosen only where it beats the best plain threshold by more
-    than ``min_gain``: a rule that does not raise held-out Dice is not applied (nnU-Net's choice)."""
+    """Per class, the threshold and post-processing rule with the highest mean Dice on the counted images, and that
+    Dice ``(K,)``. A rule is chosen only where it beats the best plain threshold by more than ``min_gain`` (and the
+    rules tried before it): a rule that does not raise held-out Dice is not applied (nnU-Net's choice)."""
     rows = np.arange(counts.target_sum.shape[1])
     plain = counts.mean_dice(smooth)
     index = _best_index(plain, counts.candidates)
     thresholds, dice = counts.candidates[index], plain[rows, index]
-    rules = ["none"] * len(thresholds)
-    if not counts.has_components:
-        return thresholds, rules, dice
-    largest = counts.mean_dice(smooth, rule="largest")
-    index = _best_index(largest, counts.candidates)
-    for k in np.flatnonzero(largest[rows, index] > dice + min_gain):
-        thresholds[k], rules[k], dice[k] = counts.candidates[index[k]], "largest", largest[k, index[k]]
-    return thresholds, rules, dice
+    chosen = ["none"] * len(thresholds)
+    best = dice + min_gain
+    for rule in counts.rules if counts.has_components else ():
+        curve = counts.mean_dice(smooth, rule=rule)
+        index = _best_index(curve, counts.candidates)
+        for k in np.flatnonzero(curve[rows, index] > best):
+            thresholds[k], chosen[k], dice[k] = counts.candidates[index[k]], rule, curve[k, index[k]]
+            best[k] = dice[k]
+    return thresholds, chosen, dice
 
 
 def save_sweep(path: Path, counts: SweepCounts) -> None:
-    """``counts`` as an ``.npz`` (atomically): a fold's out-of-fold statistics, ~100 KB (twice that with components)."""
-    extra = {"largest_intersection": counts.largest_intersection.numpy(),
-             "largest_pred_sum": counts.largest_pred_sum.numpy()} if counts.has_components else {}
+    """``counts`` as an ``.npz`` (atomically): a fold's out-of-fold statistics, ~100 KB (a few times that with
+    components)."""
+    extra = {"rule_intersection": counts.rule_intersection.numpy(), "rule_pred_sum": counts.rule_pred_sum.numpy(),
+             "rules": np.asarray(counts.rules, dtype=str)} if counts.has_components else {}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, candidates=counts.candidates, intersection=counts.intersection.numpy(),
@@ -232,11 +255,18 @@ def save_sweep(path: Path, counts: SweepCounts) -> None:
 
 
 def load_sweep(path: Path) -> SweepCounts:
+    """The counts ``save_sweep`` wrote (a file of an earlier version, with largest-component counts only, loads as
+    the rule "largest")."""
     with np.load(path) as doc:
-        def optional(name: str) -> Optional[torch.Tensor]:
-            return torch.from_numpy(doc[name]) if name in doc else None
-
-        return SweepCounts(candidates=doc["candidates"], intersection=torch.from_numpy(doc["intersection"]),
-                           pred_sum=torch.from_numpy(doc["pred_sum"]), target_sum=torch.from_numpy(doc["target_sum"]),
-                           largest_intersection=optional("largest_intersection"),
-                           largest_pred_sum=optional("largest_pred_sum"))
+        counts = SweepCounts(candidates=doc["candidates"], intersection=torch.from_numpy(doc["intersection"]),
+                             pred_sum=torch.from_numpy(doc["pred_sum"]),
+                             target_sum=torch.from_numpy(doc["target_sum"]))
+        if "rules" in doc:
+            counts.rules = tuple(str(r) for r in doc["rules"])
+            counts.rule_intersection = torch.from_numpy(doc["rule_intersection"])
+            counts.rule_pred_sum = torch.from_numpy(doc["rule_pred_sum"])
+        elif "largest_intersection" in doc:
+            counts.rules = ("largest",)
+            counts.rule_intersection = torch.from_numpy(doc["largest_intersection"]).unsqueeze(1)
+            counts.rule_pred_sum = torch.from_numpy(doc["largest_pred_sum"]).unsqueeze(1)
+        return counts

@@ -42,3 +42,29 @@ def test_counts_of_batches_concatenate_to_the_counts_of_the_whole(tmp_path):
     assert reliability_chart(summary, tmp_path / "r.png", "test").stat().st_size > 1000
     with pytest.raises(TypeError, match="floating point"):
         calibration_counts(target, target)
+
+
+def test_temperature_scaling_finds_the_overconfidence_and_leaves_a_calibrated_predictor_alone():
+    from mmseg_text.calibration import TEMPERATURES, scaled_probabilities, temperature_counts
+
+    rng = np.random.default_rng(0)
+    true_p = torch.from_numpy(rng.uniform(0.02, 0.98, (6, 2, 48, 48)).astype(np.float32))
+    target = torch.from_numpy(rng.random((6, 2, 48, 48)) < true_p.numpy())
+    # class 0 calibrated; class 1 over-confident: logit doubled (T = 2 undoes it)
+    probs = torch.stack([true_p[:, 0], torch.sigmoid(2 * torch.logit(true_p[:, 1]))], 1)
+    counts = temperature_counts(probs, target)
+    assert counts.nll.shape == (6, 2, len(TEMPERATURES)) and counts.pixels.shape == (6, 2, len(TEMPERATURES), 10)
+    fitted = counts.fitted()
+    assert fitted[0] == pytest.approx(1.0) and fitted[1] == pytest.approx(2.0, rel=0.13)  # the grid's nearest
+    summary = counts.summary(["calibrated", "overconfident"])
+    assert summary["temperatures"]["calibrated"] == pytest.approx(1.0)
+    assert summary["mean_ece_fitted"] < 0.5 * summary["mean_ece_t1"]
+    assert summary["mean_ece_cross_fitted"] < 0.5 * summary["mean_ece_t1"]  # holds on images it was not fitted on
+    # batches concatenate to the whole
+    halves = counts.concat([temperature_counts(probs[:3], target[:3]), temperature_counts(probs[3:], target[3:])])
+    torch.testing.assert_close(halves.nll, counts.nll)
+    assert torch.equal(halves.hits, counts.hits)
+    # T = 1 is the identity (up to the clip) and a per-class T broadcasts over the class axis
+    torch.testing.assert_close(scaled_probabilities(true_p, 1.0), true_p.clamp(1e-6, 1 - 1e-6), atol=1e-6, rtol=0)
+    both = scaled_probabilities(probs, torch.tensor([1.0, 2.0]))
+    torch.testing.assert_close(both[:, 1], true_p[:, 1], atol=1e-5, rtol=0)

@@ -1,5 +1,6 @@
-"""Connected-component post-processing: the rule itself, its counts in the threshold sweep, the per-class choice
-(kept only where it raises held-out Dice), and its application to packed masks at prediction."""
+"""Connected-component post-processing: the rules themselves (largest component, small objects dropped), their
+counts in the threshold sweep, the per-class choice (kept only where it raises held-out Dice), and their application
+to packed masks at prediction."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,9 @@ import torch
 
 from mmseg_text.inference.tiling import PackedMasks
 from mmseg_text.metrics import dice_per_image
-from mmseg_text.postprocess import PostProcessed, apply_rule, keep_largest_component, postprocessed
-from mmseg_text.thresholds import SweepCounts, best_thresholds_and_rules, load_sweep, save_sweep, threshold_sweep_counts
+from mmseg_text.postprocess import PostProcessed, apply_rule, check_rules, keep_largest_component, postprocessed
+from mmseg_text.thresholds import (TUNED_RULES, SweepCounts, best_thresholds_and_rules, load_sweep, save_sweep,
+                                   threshold_sweep_counts)
 
 
 def _two_blobs(shape=(32, 32)) -> np.ndarray:
@@ -31,16 +33,37 @@ def test_keep_largest_component_keeps_the_larger_blob_and_leaves_empty_or_single
         apply_rule(mask, "biggest")
 
 
-def test_the_sweep_counts_of_the_largest_component_match_explicit_post_processing():
+def test_min_area_drops_the_objects_below_its_fraction_of_the_image_and_keeps_the_rest():
+    mask = _two_blobs()  # 100 px and 16 px in 1024 px
+    mask[30, 30] = True  # a 1 px speck
+    assert apply_rule(mask, "min_area:0.01").sum() == 116  # 10.24 px: the speck goes, both blobs stay
+    assert apply_rule(mask, "min_area:0.02").sum() == 100  # 20.48 px: the 16 px blob goes too
+    assert apply_rule(mask, "min_area:0.5").sum() == 0  # nothing is large enough: an empty mask, not an error
+    assert apply_rule(mask, "largest").sum() == 100
+    with pytest.raises(ValueError, match="min_area takes a fraction of the image area in"):
+        apply_rule(mask, "min_area:2")
+    with pytest.raises(ValueError, match=r"unknown post-processing rule\(s\) \['min_area:x'\]"):
+        check_rules(["none", "min_area:x"], 2, "thresholds.json")
+    assert check_rules(["min_area:0.003", "largest"], 2, "thresholds.json") == ["min_area:0.003", "largest"]
+
+
+def test_the_sweep_counts_of_every_rule_match_explicit_post_processing():
     rng = np.random.default_rng(0)
     probs = torch.from_numpy(rng.random((2, 3, 24, 24)).astype(np.float32))
     target = torch.from_numpy(rng.random((2, 3, 24, 24)) > 0.6)
-    counts = threshold_sweep_counts(probs, target, components=True)
+    rules = ("largest", "min_area:0.005", "min_area:0.05")
+    counts = threshold_sweep_counts(probs, target, components=True, rules=rules)
+    assert counts.rules == rules and counts.rule_pred_sum.shape == (2, 3, 3, len(counts.candidates))
+    changed = 0
     for b, k in np.ndindex(2, 3):
         for j, cut in enumerate(counts.candidates):
-            kept = keep_largest_component(probs[b, k].numpy() > np.float32(cut))
-            assert counts.largest_pred_sum[b, k, j] == kept.sum()
-            assert counts.largest_intersection[b, k, j] == (kept & target[b, k].numpy()).sum()
+            mask = probs[b, k].numpy() > np.float32(cut)
+            for r, rule in enumerate(rules):
+                kept = apply_rule(mask, rule)
+                assert counts.rule_pred_sum[b, r, k, j] == kept.sum()
+                assert counts.rule_intersection[b, r, k, j] == (kept & target[b, k].numpy()).sum()
+                changed += int(kept.sum() != mask.sum())
+    assert changed > 50  # the rules did remove pixels: the comparison is not of unchanged masks
     plain = threshold_sweep_counts(probs, target)
     assert not plain.has_components
     assert torch.equal(plain.pred_sum, counts.pred_sum)  # the plain counts do not change
@@ -64,7 +87,7 @@ def test_largest_is_chosen_only_where_it_raises_held_out_dice(tmp_path):
     # the counts survive the out-of-fold round trip (save, load, concatenate)
     save_sweep(tmp_path / "oof.npz", counts)
     again = SweepCounts.concat([load_sweep(tmp_path / "oof.npz"), counts])
-    assert again.has_components and len(again) == 4
+    assert again.has_components and len(again) == 4 and again.rules == TUNED_RULES
     assert best_thresholds_and_rules(again)[1] == ["largest"]
     dropped = SweepCounts.concat([again, threshold_sweep_counts(torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 32, 32))])
     assert not dropped.has_components and best_thresholds_and_rules(dropped)[1] == ["none"]
@@ -84,8 +107,100 @@ def test_post_processed_packed_masks_equal_post_processed_arrays():
         PostProcessed(masks, rules[:2])
 
 
+def test_a_small_object_rule_is_chosen_where_the_stray_blob_is_a_speck_and_the_real_one_is_split():
+    """A bone predicted in two real pieces plus a speck: "largest" would lose a piece, "min_area" drops the speck."""
+    pred = np.zeros((64, 64), bool)
+    pred[2:20, 2:20] = True  # 324 px, real
+    pred[30:40, 30:40] = True  # 100 px, real (the same bone, split)
+    pred[60, 60] = True  # 1 px speck: a false positive
+    truth = pred.copy()
+    truth[60, 60] = False
+    counts = _sweep_of([pred, pred], [truth, truth])
+    assert counts.rules == TUNED_RULES
+    thresholds, rules, dice = best_thresholds_and_rules(counts)
+    assert rules[0].startswith("min_area:") and dice[0] == pytest.approx(1.0, abs=1e-3)
+    assert apply_rule(pred, rules[0]).sum() == 424
+
+
 def test_every_rule_a_config_may_name_is_implemented():
     from mmseg_text.choices import POSTPROCESS_RULES
 
     mask = _two_blobs()
-    assert {rule: int(apply_rule(mask, rule).sum()) for rule in POSTPROCESS_RULES} == {"none": 116, "largest": 100}
+    assert {rule: int(apply_rule(mask, rule).sum()) for rule in POSTPROCESS_RULES} == {
+        "none": 116, "largest": 100, "min_area:0.0001": 116, "min_area:0.0005": 116, "min_area:0.002": 116,
+        "attached": 116}  # with no attached bone given, "attached" keeps every component
+    assert int(apply_rule(mask, "min_area:0.02").sum()) == 100
+
+
+def _three_tips() -> tuple[np.ndarray, np.ndarray]:
+    """One label painted on three look-alike fingertips (64 x 64), and the phalanx below the middle one."""
+    tips = np.zeros((64, 64), bool)
+    for x in (10, 30, 50):
+        tips[5:12, x - 3:x + 3] = True  # 42 px each
+    phalanx = np.zeros((64, 64), bool)
+    phalanx[12:30, 27:33] = True  # right below the middle tip
+    return tips, phalanx
+
+
+def test_attached_keeps_the_components_that_touch_the_attached_bone():
+    from mmseg_text.postprocess import near
+
+    tips, phalanx = _three_tips()
+    kept = apply_rule(tips, "attached", near(phalanx))
+    assert kept.sum() == 42 and kept[8, 30] and not kept[8, 10] and not kept[8, 50]
+    np.testing.assert_array_equal(apply_rule(tips, "attached"), tips)  # no attached bone: all kept
+    far = np.zeros_like(tips)
+    far[60:, 60:] = True
+    np.testing.assert_array_equal(apply_rule(tips, "attached", near(far)), tips)  # nothing touches it: all kept
+
+
+def test_post_processed_applies_the_attached_bones_own_rule_first():
+    tips, phalanx = _three_tips()
+    stray = phalanx.copy()
+    stray[1:5, 8:12] = True  # a speck of the phalanx class next to the left tip: its "largest" rule removes it
+    masks = np.stack([tips, stray])
+    rules = ["attached", "largest"]
+    out = np.asarray(PostProcessed(masks, rules, attached_to=[1, None]))
+    np.testing.assert_array_equal(out[1], phalanx)
+    assert out[0].sum() == 42 and out[0][8, 30]  # the left tip touched only the removed speck: gone too
+    unprocessed_parent = np.asarray(PostProcessed(masks, ["attached", "none"], attached_to=[1, None]))
+    assert unprocessed_parent[0].sum() == 84  # with the speck kept, the left tip touches it and stays
+    with pytest.raises(ValueError, match="attached_to has 1 entries for 2 classes"):
+        PostProcessed(masks, rules, attached_to=[None])
+
+
+def test_the_sweep_counts_attached_and_choose_it_for_a_fingertip_painted_on_three_fingers():
+    from mmseg_text.postprocess import near
+
+    tips, phalanx = _three_tips()
+    truth_tip = np.zeros_like(tips)
+    truth_tip[5:12, 27:33] = True
+    probs = torch.from_numpy(np.stack([np.stack([tips, phalanx])] * 2).astype(np.float32) * 0.9)
+    target = torch.from_numpy(np.stack([np.stack([truth_tip, phalanx])] * 2))
+    counts = threshold_sweep_counts(probs, target, components=True, attached_to=[1, None])
+    r = counts.rules.index("attached")
+    kept = apply_rule(tips, "attached", near(phalanx))
+    below = counts.candidates < 0.9  # the masks are probs 0.9: empty at the last candidate
+    assert (counts.rule_pred_sum[:, r, 0, below] == int(kept.sum())).all()
+    assert (counts.rule_intersection[:, r, 0, below] == int((kept & truth_tip).sum())).all()
+    thresholds, rules, dice = best_thresholds_and_rules(counts)
+    assert rules == ["attached", "none"] and dice[0] == pytest.approx(1.0, abs=1e-3)
+    # without the catalogue's attachments the rule has nothing to go by, and "none" stays (the tie is not a gain)
+    plain = best_thresholds_and_rules(threshold_sweep_counts(probs, target, components=True))
+    assert plain[1][0] != "attached"
+
+
+def test_the_catalogue_declares_attachments_and_rejects_unknown_or_circular_ones(tmp_path):
+    from mmseg_text.catalogue import load_catalogue
+
+    cat = load_catalogue()
+    named = {cat.names[k]: cat.names[a] for k, a in enumerate(cat.attached_to) if a is not None}
+    assert named["finger-4"] == "finger-5" and named["finger-7"] == "Trapezoid" and named["Scaphoid"] == "Radius"
+    assert "Radius" not in named and len(named) == 22
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("classes:\n  - {name: a, attached_to: b}\n  - {name: b, attached_to: a}\n")
+    with pytest.raises(ValueError, match="attached_to makes a cycle through a"):
+        load_catalogue(bad)
+    bad.write_text("classes:\n  - {name: a, attached_to: z}\n")
+    with pytest.raises(ValueError, match="a: attached_to 'z' must name another class"):
+        load_catalogue(bad)

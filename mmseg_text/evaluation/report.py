@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from mmseg_text.calibration import reliability_chart
 from mmseg_text.io import atomic_save_figure, atomic_write_text
 from mmseg_text.run_layout import THRESHOLDS_FILE, VAL_METRICS_FILE, RunLayout
@@ -78,8 +80,8 @@ def write_report(run_dir: str | Path, evaluation_json: str | Path, overlays: Seq
     best = RunLayout(run_dir).best
     rules = _postprocess_rules(best)
     if rules is not None:
-        kept = [name for name, rule in rules.items() if rule == "largest"]
-        lines.append(f"| largest connected component kept (chosen on validation) | {len(kept)} of {len(rules)} classes"
+        kept = [f"{name} ({rule})" for name, rule in rules.items() if rule != "none"]
+        lines.append(f"| connected-component rule (chosen on validation) | {len(kept)} of {len(rules)} classes"
                      + (f": {', '.join(kept)}" if kept else "") + " |")
     calibration = _validation_calibration(best)
     if calibration is not None:
@@ -89,6 +91,13 @@ def write_report(run_dir: str | Path, evaluation_json: str | Path, overlays: Seq
                      f"{_number(calibration['mean_ece'], 4)} / {_number(calibration['mean_foreground_ece'], 3)}"
                      + (" (least calibrated: " + ", ".join(f"{n} {v:.3f}" for n, v in worst_ece) + ")" if worst_ece
                         else "") + " |")
+    temperature = _validation_metrics(best).get("temperature")
+    if temperature:
+        temps = np.array(list(temperature["temperatures"].values()))
+        lines.append(f"| temperature scaling (validation): mean ECE at T = 1 / fitted / cross-fitted (2 halves) | "
+                     f"{_number(temperature['mean_ece_t1'], 4)} / {_number(temperature['mean_ece_fitted'], 4)} / "
+                     f"{_number(temperature['mean_ece_cross_fitted'], 4)} (T from {temps.min():.2f} to {temps.max():.2f},"
+                     f" median {np.median(temps):.2f}) |")
     lines += ["", f"![per-class Dice]({chart.name})", ""]
     if calibration is not None:
         figure = reliability_chart(calibration, run_dir / "reliability.png", "validation, best model")
@@ -117,9 +126,13 @@ def _postprocess_rules(model_dir: Path) -> dict[str, str] | None:
     return dict(zip(doc["classes"], doc["postprocess"])) if "postprocess" in doc else None
 
 
-def _validation_calibration(model_dir: Path) -> dict | None:
+def _validation_metrics(model_dir: Path) -> dict:
     path = model_dir / VAL_METRICS_FILE
-    return json.loads(path.read_text()).get("calibration") if path.is_file() else None
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _validation_calibration(model_dir: Path) -> dict | None:
+    return _validation_metrics(model_dir).get("calibration")
 
 
 def _resolution(data: dict) -> str:

@@ -6,7 +6,8 @@
     classes.yaml             the class catalogue the model was trained with
     caption_templates.yaml   the caption wording (text modes that make captions)
     preprocessing.json       image size, CLAHE and the encoder's normalisation (one preprocessing path)
-    thresholds.json          per-class thresholds and post-processing rules tuned on validation
+    thresholds.json          per-class thresholds and post-processing rules tuned on validation (and, with
+                             train.fit_temperature, per-class temperatures)
     val_metrics.json         the validation scores at export
 
 ``load_exported`` works from any working directory and from a non-editable install.
@@ -41,12 +42,13 @@ class ExportedModel:
     catalogue: ClassCatalogue
     preprocess: Preprocessor
     thresholds: np.ndarray  # (K,)
-    postprocess: list[str]  # (K,) per class: "none" or "largest" (postprocess.py)
+    postprocess: list[str]  # (K,) per class: "none", "largest" or "min_area:F" (postprocess.py)
+    temperatures: Optional[np.ndarray] = None  # (K,) fitted on validation (calibration.py), or None
 
 
 def export_model(directory: str | Path, model: TextConditionedSegmenter, cfg: Config, catalogue: ClassCatalogue,
                  preprocess: Preprocessor, *, thresholds: Sequence[float],
-                 postprocess: Optional[Sequence[str]] = None,
+                 postprocess: Optional[Sequence[str]] = None, temperatures: Optional[Sequence[float]] = None,
                  metrics: Optional[Mapping[str, Any]] = None,
                  state_dict: Optional[Mapping[str, torch.Tensor]] = None) -> Path:
     """Write ``directory`` atomically (``save_model_dir``), with copies of the catalogue and templates."""
@@ -60,7 +62,9 @@ def export_model(directory: str | Path, model: TextConditionedSegmenter, cfg: Co
                         str(directory))
     extra = {PREPROCESSING_FILE: preprocess.to_dict(),
              THRESHOLDS_FILE: {"classes": list(catalogue.names), "thresholds": [float(t) for t in thresholds],
-                               "postprocess": rules}}
+                               "postprocess": rules,
+                               **({"temperatures": [float(t) for t in temperatures]} if temperatures is not None
+                                  else {})}}
     if metrics is not None:
         extra[VAL_METRICS_FILE] = dict(metrics)
     return save_model_dir(directory, model, doc, extra=extra, text_files=text_files, state_dict=state_dict)
@@ -80,11 +84,13 @@ def load_exported(directory: str | Path, map_location: str | torch.device = "cpu
         raise FileNotFoundError(f"{directory}: no {PREPROCESSING_FILE}; export the model again with this version")
     preprocess = Preprocessor.from_dict(read_model_file(pre_path, json.loads, "the preprocessing"))
     thresholds, rules = np.full(len(catalogue), cfg.predict.threshold), ["none"] * len(catalogue)
+    temperatures = None
     th_path = directory / THRESHOLDS_FILE
     if th_path.is_file():
         thresholds, rules = read_thresholds(th_path, catalogue.names)
+        temperatures = read_temperatures(th_path, len(catalogue))
     return ExportedModel(directory=directory, model=model, cfg=cfg, catalogue=catalogue, preprocess=preprocess,
-                         thresholds=thresholds, postprocess=rules)
+                         thresholds=thresholds, postprocess=rules, temperatures=temperatures)
 
 
 def read_thresholds(path: Path, names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -102,6 +108,18 @@ def read_thresholds(path: Path, names: Sequence[str]) -> tuple[np.ndarray, list[
     if not isinstance(rules, list):
         raise ValueError(f"{path}: 'postprocess' must be a list of per-class rules")
     return np.asarray(doc["thresholds"], dtype=np.float64), check_rules(rules, len(names), str(path))
+
+
+def read_temperatures(path: Path, num_classes: int) -> Optional[np.ndarray]:
+    """The per-class temperatures of a ``thresholds.json`` (None when it has none); each must be > 0."""
+    doc = read_model_file(path, json.loads, "the thresholds")
+    values = doc.get("temperatures") if isinstance(doc, dict) else None
+    if values is None:
+        return None
+    temps = np.asarray(values, dtype=np.float64) if isinstance(values, list) else np.empty(0)
+    if temps.shape != (num_classes,) or not np.all(temps > 0):
+        raise ValueError(f"{path}: 'temperatures' must be {num_classes} positive numbers, one per class")
+    return temps
 
 
 def find_exported(paths: Sequence[str | Path]) -> list[Path]:

@@ -35,6 +35,7 @@ from mmseg_text.data.metadata import load_metadata, person_meta
 from mmseg_text.data.preprocess import Preprocessor, mirror_images
 from mmseg_text.data.facts import UNKNOWN_FACTS, flip_side
 from mmseg_text.data.wrist import hand_facts_from_masks
+from mmseg_text.calibration import scaled_probabilities
 from mmseg_text.postprocess import postprocessed
 from mmseg_text.inference.model_dir import ExportedModel, find_exported, load_exported, read_thresholds
 from mmseg_text.inference.tiling import (PackedMasks, ResizedRows, TensorRows, View, WindowOptions, blended_rows,
@@ -175,9 +176,12 @@ class Predictor:
 
     # ---- probabilities
     @torch.no_grad()
-    def probabilities(self, pixels: torch.Tensor, sides: Sequence[str], metas: Sequence[dict]) -> torch.Tensor:
+    def probabilities(self, pixels: torch.Tensor, sides: Sequence[str], metas: Sequence[dict], *,
+                      calibrated: bool = False) -> torch.Tensor:
         """(B, K, R, R) probabilities at the inference resolution: the weighted mean over members of the mean
-        over TTA views (a flipped view flips the caption's side too; scales resize the input)."""
+        over TTA views (a flipped view flips the caption's side too; scales resize the input). ``calibrated``:
+        each member's probabilities rescaled by its fitted temperatures (``train.fit_temperature``) before the
+        mean, for callers that read probabilities; the tuned thresholds (and so the masks) are for raw ones."""
         total = None
         for member in self.members:
             images = self.inputs(pixels, member)
@@ -194,9 +198,20 @@ class Predictor:
                                    view, self.scales)
                 probs = torch.flip(probs, dims=[-1]) if mirrored else probs
                 member_sum = probs if member_sum is None else member_sum + probs
-            weighted = member.weight * member_sum / len(views)
+            member_probs = member_sum / len(views)
+            if calibrated:
+                member_probs = self._calibrated(member, member_probs)
+            weighted = member.weight * member_probs
             total = weighted if total is None else total + weighted
         return total / sum(m.weight for m in self.members)
+
+    @staticmethod
+    def _calibrated(member: "Member", probs: torch.Tensor) -> torch.Tensor:
+        temps = member.exported.temperatures
+        if temps is None:
+            raise ValueError(f"{member.exported.directory}: no fitted temperatures in its thresholds.json; "
+                             "train with train.fit_temperature=true for calibrated probabilities")
+        return scaled_probabilities(probs, torch.as_tensor(temps, dtype=torch.float32))
 
     def image_facts(self, pixels: torch.Tensor, paths: Sequence[Path], metas: Sequence[dict]) -> list[dict[str, Any]]:
         """Side and wrist angle per image when the captions read them and the catalogue declares hand geometry:
@@ -240,11 +255,13 @@ class Predictor:
         """
         if not (self.stitch_rows and self.tiles):
             for probs, size in zip(self.probabilities(pixels, sides, metas), sizes):
-                yield postprocessed(self.masks_at_original_size(probs, size), self.postprocess)
+                yield postprocessed(self.masks_at_original_size(probs, size), self.postprocess,
+                                    self.catalogue.attached_to)
             return
         for b, size in enumerate(sizes):
             yield postprocessed(masks_from_rows(self.row_source(pixels[b:b + 1], sides[b:b + 1], metas[b:b + 1], size),
-                                                self.thresholds, packed=True), self.postprocess)
+                                                self.thresholds, packed=True), self.postprocess,
+                                self.catalogue.attached_to)
 
     def row_source(self, pixels: torch.Tensor, sides: Sequence[str], metas: Sequence[dict], size: tuple[int, int]):
         """One image's (``pixels`` (1, R, R)) ``probabilities`` at ``size``, as bands of rows (``tiling.blended_rows``):

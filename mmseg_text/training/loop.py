@@ -275,7 +275,8 @@ def _evaluate(accelerator, model, val_loader, text, catalogue: ClassCatalogue, c
 
 def _validate(accelerator, model, val_loader, text, catalogue: ClassCatalogue, cfg: Config, progress: _Progress) -> EvalResult:
     result = validate(model, val_loader, accelerator, catalogue, text=text, tune_thresholds=cfg.train.tune_thresholds,
-                      tune_postprocess=cfg.train.tune_postprocess, channels_last=cfg.train.channels_last,
+                      tune_postprocess=cfg.train.tune_postprocess, fit_temperature=cfg.train.fit_temperature,
+                      channels_last=cfg.train.channels_last,
                       window=cfg.data.input_size,
                       window_options=WindowOptions.from_config(cfg.predict))
     accelerator.log({"val/dice": result.mean_dice, **{f"val/dice_{g}": v for g, v in result.grouped.items()}}, step=progress.step)
@@ -293,7 +294,8 @@ def _export_best(accelerator: Accelerator, model, cfg: Config, catalogue: ClassC
     if accelerator.is_main_process:
         layout = RunLayout(cfg.output_dir)
         export_model(layout.best, accelerator.unwrap_model(model), cfg, catalogue, data.preprocess,
-                     thresholds=result.thresholds, postprocess=result.postprocess, metrics=result.to_dict(catalogue),
+                     thresholds=result.thresholds, postprocess=result.postprocess, temperatures=result.temperatures,
+                     metrics=result.to_dict(catalogue),
                      state_dict=state)
         if result.sweep is not None:  # the best model's validation counts: out-of-fold threshold tuning (kfold.py)
             save_sweep(layout.oof_counts, result.sweep)

@@ -15,7 +15,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from mmseg_text.calibration import CalibrationCounts, calibration_counts
+from mmseg_text.calibration import CalibrationCounts, TemperatureCounts, calibration_counts, temperature_counts
 from mmseg_text.catalogue import ClassCatalogue
 from mmseg_text.inference.tiling import WindowOptions, model_probabilities
 from mmseg_text.metrics import DiceAccumulator, dice_per_image
@@ -34,6 +34,7 @@ class EvalResult:
     tuned_mean_dice: Optional[float] = None  # with tuned thresholds, on the split they were tuned on
     sweep: Optional[SweepCounts] = None  # the Dice counts at every candidate threshold (out-of-fold tuning)
     calibration: Optional[CalibrationCounts] = None  # binned probabilities vs foreground: ECE, reliability
+    temperature: Optional[TemperatureCounts] = None  # with fit_temperature: NLL and ECE per candidate temperature
 
     @property
     def mean_dice(self) -> float:
@@ -69,7 +70,13 @@ class EvalResult:
             "postprocess": self.postprocess,
             "tuned_mean_dice": self.tuned_mean_dice,
             **({"calibration": self.calibration.summary(catalogue.names)} if self.calibration is not None else {}),
+            **({"temperature": self.temperature.summary(catalogue.names)} if self.temperature is not None else {}),
         }
+
+    @property
+    def temperatures(self) -> Optional[list[float]]:
+        """Per class, the temperature fitted on this split (None without fit_temperature)."""
+        return None if self.temperature is None else [float(t) for t in self.temperature.fitted()]
 
 
 def _fact_flags(batch: dict, facts: Sequence[str], device: torch.device) -> torch.Tensor:
@@ -91,17 +98,21 @@ def tuned_thresholds(counts: SweepCounts) -> tuple[list[float], list[str], float
 @torch.no_grad()
 def validate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue, *, text=None,
              thresholds: float | Sequence[float] = DEFAULT_THRESHOLD, tune_thresholds: bool = False,
-             tune_postprocess: bool = False, channels_last: bool = False, window: Optional[int] = None,
+             tune_postprocess: bool = False, fit_temperature: bool = False, channels_last: bool = False,
+             window: Optional[int] = None,
              window_options: WindowOptions = WindowOptions()) -> EvalResult:
     """Run the model over ``loader``; rows from all ranks are gathered (no duplicated samples).
     ``window``: the model's input size when images are larger (tiled as in prediction). ``tune_postprocess``
-    (with ``tune_thresholds``): also choose per class whether to keep only the largest connected component."""
+    (with ``tune_thresholds``): also choose per class a connected-component rule (largest component, small objects
+    dropped, or none: postprocess.py). ``fit_temperature``: also the NLL and ECE of every candidate temperature
+    (calibration.py), from which one temperature per class is fitted."""
     model.eval()
     dice = DiceAccumulator(catalogue.names)
     facts = [s.fact for s in catalogue.fact_subgroups]
     flag_rows: list[np.ndarray] = []
     sweeps: list[SweepCounts] = []
     calibrations: list[CalibrationCounts] = []
+    temperatures: list[TemperatureCounts] = []
     for batch in tqdm(loader, desc="val", leave=False, disable=not accelerator.is_local_main_process):
         context = text.batch_context(batch, accelerator.device) if text is not None else None
         images = batch["image"]
@@ -112,21 +123,30 @@ def validate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue,
         flags = _fact_flags(batch, facts, probs.device)
         binned = calibration_counts(probs, targets)
         local = [rows, flags, binned.pixels, binned.prob_sum, binned.hits]
+        if fit_temperature:
+            scaled = temperature_counts(probs, targets)
+            local += [scaled.nll, scaled.pixels, scaled.prob_sum, scaled.hits]
         if tune_thresholds:
-            sweep = threshold_sweep_counts(probs, targets, components=tune_postprocess)
+            sweep = threshold_sweep_counts(probs, targets, components=tune_postprocess,
+                                           attached_to=catalogue.attached_to or None)
             local += [sweep.intersection, sweep.pred_sum, sweep.target_sum]
             if tune_postprocess:
-                local += [sweep.largest_intersection, sweep.largest_pred_sum]
+                local += [sweep.rule_intersection, sweep.rule_pred_sum]
         # One collective per batch: every per-image tensor travels together (no duplicated last-batch samples).
         rows, flags, *rest = (t.cpu() for t in accelerator.gather_for_metrics(tuple(local)))
         calibrations.append(CalibrationCounts(*rest[:3]))
+        rest = rest[3:]
+        if fit_temperature:
+            temperatures.append(TemperatureCounts(scaled.temperatures, *rest[:4]))
+            rest = rest[4:]
         if tune_thresholds:
-            sweeps.append(SweepCounts(sweep.candidates, *rest[3:]))
+            sweeps.append(SweepCounts(sweep.candidates, *rest, rules=sweep.rules))
         dice.add(rows)
         flag_rows.append(flags.numpy())
     flag_table = np.concatenate(flag_rows) if flag_rows else np.zeros((0, len(facts)), int)
     result = EvalResult(dice=dice, facts={f: flag_table[:, i] for i, f in enumerate(facts)}, catalogue=catalogue,
-                        calibration=CalibrationCounts.concat(calibrations) if calibrations else None)
+                        calibration=CalibrationCounts.concat(calibrations) if calibrations else None,
+                        temperature=TemperatureCounts.concat(temperatures) if temperatures else None)
     if tune_thresholds and sweeps:
         result.sweep = SweepCounts.concat(sweeps)
         result.thresholds, result.postprocess, result.tuned_mean_dice = tuned_thresholds(result.sweep)
