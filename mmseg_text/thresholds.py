@@ -227,20 +227,25 @@ def best_thresholds_and_rules(counts: SweepCounts, *, smooth: float = SMOOTH,
                               min_gain: float = 0.0) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Per class, the threshold and post-processing rule with the highest mean Dice on the counted images, and that
     Dice ``(K,)``. A rule is chosen only where it beats the best plain threshold by more than ``min_gain`` (and the
-    rules tried before it): a rule that does not raise held-out Dice is not applied (nnU-Net's choice)."""
+    rules tried before it, in ``POSTPROCESS_RULES`` order, so a tie goes to the anatomical or milder rule): a rule
+    that does not raise held-out Dice is not applied (nnU-Net's choice)."""
     rows = np.arange(counts.target_sum.shape[1])
     plain = counts.mean_dice(smooth)
     index = _best_index(plain, counts.candidates)
     thresholds, dice = counts.candidates[index], plain[rows, index]
     chosen = ["none"] * len(thresholds)
     best = dice + min_gain
-    for rule in counts.rules if counts.has_components else ():
+    for rule in sorted(counts.rules, key=_preference) if counts.has_components else ():
         curve = counts.mean_dice(smooth, rule=rule)
         index = _best_index(curve, counts.candidates)
         for k in np.flatnonzero(curve[rows, index] > best):
             thresholds[k], chosen[k], dice[k] = counts.candidates[index[k]], rule, curve[k, index[k]]
             best[k] = dice[k]
     return thresholds, chosen, dice
+
+
+def _preference(rule: str) -> int:
+    return POSTPROCESS_RULES.index(rule) if rule in POSTPROCESS_RULES else len(POSTPROCESS_RULES)
 
 
 def save_sweep(path: Path, counts: SweepCounts) -> None:

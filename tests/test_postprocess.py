@@ -204,3 +204,20 @@ def test_the_catalogue_declares_attachments_and_rejects_unknown_or_circular_ones
     bad.write_text("classes:\n  - {name: a, attached_to: z}\n")
     with pytest.raises(ValueError, match="a: attached_to 'z' must name another class"):
         load_catalogue(bad)
+
+
+def test_near_inside_the_bounding_box_equals_the_whole_image_filter():
+    from scipy import ndimage
+
+    from mmseg_text.postprocess import ATTACH_RADIUS, near
+
+    rng = np.random.default_rng(0)
+    for shape in [(64, 64), (300, 200), (37, 515)]:
+        mask = np.zeros(shape, bool)
+        mask[rng.integers(0, shape[0], 4), rng.integers(0, shape[1], 4)] = True
+        mask[-1, 0] = True  # a pixel on the border: the box is clipped there
+        radius = max(1, int(np.ceil(ATTACH_RADIUS * max(shape))))
+        whole = ndimage.maximum_filter(mask.astype(np.uint8), size=2 * radius + 1, mode="constant") > 0
+        np.testing.assert_array_equal(near(mask), whole)
+        assert near(mask).sum() > mask.sum()
+    assert not near(np.zeros((16, 16), bool)).any()

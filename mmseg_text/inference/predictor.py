@@ -334,13 +334,16 @@ def _check_compatible(first: ExportedModel, other: ExportedModel) -> None:
 
 def _member_thresholds(members: Sequence[Member]) -> tuple[np.ndarray, list[str]]:
     """The members' thresholds averaged (weighted), and per class the rule that carries more than half the weight
-    ("none" on a tie: a rule is applied only where the held-out data favoured it)."""
+    ("none" otherwise: a rule is applied only where the held-out data of most of the ensemble favoured it)."""
     total = sum(m.weight for m in members)
     thresholds = sum(m.weight * m.exported.thresholds for m in members) / total
     rules = []
     for k in range(len(thresholds)):
-        share = sum(m.weight for m in members if m.exported.postprocess[k] == "largest") / total
-        rules.append("largest" if share > 0.5 else "none")
+        weight_of: dict[str, float] = {}
+        for m in members:
+            weight_of[m.exported.postprocess[k]] = weight_of.get(m.exported.postprocess[k], 0.0) + m.weight
+        rule, weight = max(weight_of.items(), key=lambda item: item[1])
+        rules.append(rule if weight / total > 0.5 else "none")
     return thresholds, rules
 
 

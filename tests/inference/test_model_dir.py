@@ -54,3 +54,20 @@ def test_thresholds_of_other_classes_or_count_are_errors_naming_the_file(tmp_pat
 
 def test_the_facts_file_sits_beside_its_submission(tmp_path):
     assert facts_path(tmp_path / "sub.csv") == tmp_path / "sub_facts.csv"
+
+
+def test_an_ensemble_applies_a_rule_only_where_members_carrying_over_half_the_weight_chose_it():
+    from types import SimpleNamespace
+
+    from mmseg_text.inference.predictor import _member_thresholds
+
+    def member(weight, rules, thresholds):
+        return SimpleNamespace(weight=weight, exported=SimpleNamespace(postprocess=rules,
+                                                                       thresholds=np.asarray(thresholds, float)))
+
+    members = [member(1.0, ["attached", "largest", "min_area:0.0005"], [0.4, 0.5, 0.6]),
+               member(1.0, ["attached", "none", "largest"], [0.6, 0.5, 0.4]),
+               member(2.0, ["attached", "largest", "none"], [0.5, 0.5, 0.5])]
+    thresholds, rules = _member_thresholds(members)
+    np.testing.assert_allclose(thresholds, [0.5, 0.5, 0.5])
+    assert rules == ["attached", "largest", "none"]  # 3/4, 3/4, and no rule above one half

@@ -31,7 +31,8 @@ def test_every_rank_gathers_and_only_the_main_one_writes_the_gathered_weights(tm
     monkeypatch.setattr(loop, "export_model", lambda directory, model, cfg, catalogue, pre, **kw: exported.append(kw))
     model = torch.nn.Linear(2, 2)
     cfg = load_config(None, [f"output_dir={tmp_path}"])
-    result = SimpleNamespace(thresholds=[0.5], postprocess=["none"], sweep=None, to_dict=lambda catalogue: {})
+    result = SimpleNamespace(thresholds=[0.5], postprocess=["none"], temperatures=None, sweep=None,
+                             to_dict=lambda catalogue: {})
     data = SimpleNamespace(preprocess=None)
     calls: list = []
     for main in (False, True):  # rank 1, then rank 0

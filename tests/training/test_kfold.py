@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
+from mmseg_text.choices import POSTPROCESS_RULES
 from mmseg_text.cli import predict as predict_cli
 from mmseg_text.cli import train as train_cli
 from mmseg_text.run_layout import RunLayout
@@ -42,7 +43,7 @@ def test_all_folds_oof_thresholds_resume_and_ensemble_prediction(tiny_root, tmp_
     assert doc["out_of_fold_mean_dice_thresholds_only"] == pytest.approx(plain.mean())
     assert doc["out_of_fold_mean_dice"] >= doc["out_of_fold_mean_dice_thresholds_only"] - 1e-12
     best, expected = plain.copy(), ["none"] * len(plain)
-    for rule in pooled.rules:
+    for rule in sorted(pooled.rules, key=POSTPROCESS_RULES.index):  # ties go to the rule listed first
         curve = pooled.mean_dice(rule=rule).max(axis=1)
         for k in np.flatnonzero(curve > best):
             best[k], expected[k] = curve[k], rule

@@ -70,7 +70,7 @@ def test_non_hand_catalogue_trains_predicts_evaluates_and_reports(shapes_root, t
     calibration = json.loads((best / "val_metrics.json").read_text())["calibration"]
     assert set(calibration["ece"]) == set(exported.catalogue.names) and 0.0 <= calibration["mean_ece"] <= 1.0
     assert f"{calibration['mean_ece']:.4f}" in report and (tmp_path / "run" / "reliability.png").is_file()
-    assert "largest connected component kept" in report  # the rules of best/thresholds.json, listed
+    assert "connected-component rule (chosen on validation)" in report  # the rules of best/thresholds.json, listed
 
 
 def test_captions_of_a_catalogue_without_hand_geometry_have_no_side_or_angle(shapes_root):
