@@ -188,35 +188,38 @@ class TemperatureCounts:
     def fitted(self) -> np.ndarray:
         return self.temperatures[self.fitted_index()]
 
-    def _ece(self, index: np.ndarray, images: np.ndarray) -> np.ndarray:
+    def _ece(self, index: np.ndarray, images: np.ndarray, skip_first_bin: bool = False) -> np.ndarray:
         """(K,) ECE over ``images`` of each class's probabilities scaled by its temperature ``index``."""
         k = np.arange(len(index))
         select = torch.as_tensor(images)
         pick = (lambda t: t[select][:, k, index])  # (n, K, B)
-        return CalibrationCounts(pick(self.pixels), pick(self.prob_sum), pick(self.hits)).ece()
+        return CalibrationCounts(pick(self.pixels), pick(self.prob_sum), pick(self.hits)).ece(skip_first_bin)
 
     def summary(self, names: Sequence[str]) -> dict:
         """Fitted T per class, ECE at T = 1 and at the fitted T, and (the honest figure) the ECE of a 2-fold
-        cross-fit: T fitted on even images and scored on odd ones and back, pooled."""
+        cross-fit: T fitted on even images and scored on odd ones and back, pooled; each over all pixels and over
+        the pixels with p >= 1 / bins (``foreground_*``, where "maybe" is said)."""
         images = np.arange(len(self))
         one = np.full(len(names), int(np.argmin(np.abs(np.log(self.temperatures)))))
         fitted = self.fitted_index()
         halves = [images[images % 2 == 0], images[images % 2 == 1]]
-        if all(len(h) for h in halves):
-            cross = [self._ece(self.fitted_index(halves[1 - i]), halves[i]) for i in range(2)]
-            weights = [len(h) for h in halves]
-            cross_fit = np.nansum([c * w for c, w in zip(cross, weights)], 0) / sum(weights)
-        else:
-            cross_fit = np.full(len(names), np.nan)
 
         def mean(values) -> float | None:
             finite = values[np.isfinite(values)]
             return float(finite.mean()) if finite.size else None
 
-        ece_one, ece_fit = self._ece(one, images), self._ece(fitted, images)
-        return {"temperatures": dict(zip(names, map(float, self.temperatures[fitted]))),
-                "mean_ece_t1": mean(ece_one), "mean_ece_fitted": mean(ece_fit),
-                "mean_ece_cross_fitted": mean(cross_fit), "images": len(self)}
+        out: dict = {"temperatures": dict(zip(names, map(float, self.temperatures[fitted]))), "images": len(self)}
+        for prefix, skip in (("", False), ("foreground_", True)):
+            if all(len(h) for h in halves):
+                cross = [self._ece(self.fitted_index(halves[1 - i]), halves[i], skip) for i in range(2)]
+                weights = [len(h) for h in halves]
+                cross_fit = np.nansum([c * w for c, w in zip(cross, weights)], 0) / sum(weights)
+            else:
+                cross_fit = np.full(len(names), np.nan)
+            out.update({f"mean_{prefix}ece_t1": mean(self._ece(one, images, skip)),
+                        f"mean_{prefix}ece_fitted": mean(self._ece(fitted, images, skip)),
+                        f"mean_{prefix}ece_cross_fitted": mean(cross_fit)})
+        return out
 
 
 def temperature_counts(probs: ArrayLike, target: ArrayLike, temperatures: Sequence[float] = TEMPERATURES,

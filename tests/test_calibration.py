@@ -60,6 +60,7 @@ def test_temperature_scaling_finds_the_overconfidence_and_leaves_a_calibrated_pr
     assert summary["temperatures"]["calibrated"] == pytest.approx(1.0)
     assert summary["mean_ece_fitted"] < 0.5 * summary["mean_ece_t1"]
     assert summary["mean_ece_cross_fitted"] < 0.5 * summary["mean_ece_t1"]  # holds on images it was not fitted on
+    assert summary["mean_foreground_ece_fitted"] < summary["mean_foreground_ece_t1"]
     # batches concatenate to the whole
     halves = counts.concat([temperature_counts(probs[:3], target[:3]), temperature_counts(probs[3:], target[3:])])
     torch.testing.assert_close(halves.nll, counts.nll)

@@ -94,10 +94,13 @@ def write_report(run_dir: str | Path, evaluation_json: str | Path, overlays: Seq
     temperature = _validation_metrics(best).get("temperature")
     if temperature:
         temps = np.array(list(temperature["temperatures"].values()))
-        lines.append(f"| temperature scaling (validation): mean ECE at T = 1 / fitted / cross-fitted (2 halves) | "
-                     f"{_number(temperature['mean_ece_t1'], 4)} / {_number(temperature['mean_ece_fitted'], 4)} / "
-                     f"{_number(temperature['mean_ece_cross_fitted'], 4)} (T from {temps.min():.2f} to {temps.max():.2f},"
-                     f" median {np.median(temps):.2f}) |")
+        def three(prefix: str, digits: int) -> str:
+            return " / ".join(_number(temperature.get(f"mean_{prefix}ece_{k}"), digits)
+                              for k in ("t1", "fitted", "cross_fitted"))
+
+        lines.append(f"| temperature scaling (validation): mean ECE at T = 1 / fitted / cross-fitted (2 halves), all "
+                     f"pixels; p >= 0.1 | {three('', 4)}; {three('foreground_', 3)} (T from {temps.min():.2f} to "
+                     f"{temps.max():.2f}, median {np.median(temps):.2f}) |")
     lines += ["", f"![per-class Dice]({chart.name})", ""]
     if calibration is not None:
         figure = reliability_chart(calibration, run_dir / "reliability.png", "validation, best model")
