@@ -4,7 +4,8 @@ An exported model directory (--checkpoint; default: a random-init model of confi
 temporary folder, since timing does not depend on the weights) is exported with ``mmseg-export``'s code
 (``inference/onnx_export.py``) and, per --sizes and --threads, run on one seeded image in both runtimes:
   max_abs_logit_diff    largest |logit| difference, onnxruntime vs PyTorch (the check accepts <= 1e-4)
-  torch_ms, ort_ms      median forward time of --reps after one warm-up, the two alternating
+  torch_ms, ort_ms      median forward time of --reps after one warm-up, the two alternating (PyTorch in the
+                        memory format prediction uses: channels_last when train.channels_last)
   ratio_torch_over_ort  > 1: onnxruntime is faster
 
     .venv/bin/python benchmarks/onnx_export.py [--checkpoint runs/demo/best] [--sizes 256 512] [--threads 1 2]

@@ -192,6 +192,9 @@ def verify_onnx(model_dir: str | Path, onnx_path: str | Path, *, image: Optional
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     tensors = tuple(torch.from_numpy(v) for v in inputs.values())
+    if exported.cfg.train.channels_last:  # PyTorch timed as prediction runs it (NHWC: ~1.4x faster convolutions on CPU)
+        graph.model.to(memory_format=torch.channels_last)
+        tensors = (tensors[0].contiguous(memory_format=torch.channels_last),) + tensors[1:]
     wanted = [i.name for i in session.get_inputs()]  # the exporter drops inputs the graph never reads
     if not set(wanted) <= set(inputs):
         raise ValueError(f"{onnx_path}: inputs {wanted}, the model directory {model_dir} gives {list(inputs)}; "
