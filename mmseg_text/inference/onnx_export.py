@@ -6,7 +6,8 @@ those the conditioning reads: tokens and mask for cross-attention, pooled for Fi
 per image, and everything that does not depend on the image (the bone-name embeddings of
 ``text.mode=classes`` / ``meta+classes``, a ``text_query`` head's queries) is baked into the graph as constants. A
 text-off model takes the image only. Beside ``model.onnx``, ``model.captions.npz`` holds the features of the
-no-metadata caption (what ``mmseg-predict`` without ``--with-meta`` reads) so the graph runs with no tower at all.
+no-metadata caption (every fact unknown, side included: the caption of caption dropout, ``text.drop_p``) so the
+graph runs with no tower at all.
 
 ``verify_onnx`` runs the graph with onnxruntime on CPU against the PyTorch model on the same input and reports the
 largest logit difference and both forward times.

@@ -30,7 +30,7 @@ class EvalResult:
     facts: dict[str, np.ndarray]  # per fact subgroup (catalogue.fact_subgroups) and row: 1 yes, 0 no, -1 unknown
     catalogue: ClassCatalogue
     thresholds: list[float] = field(default_factory=list)  # tuned per class (or the default)
-    postprocess: list[str] = field(default_factory=list)  # per class: "none" or "largest" (postprocess.py), tuned
+    postprocess: list[str] = field(default_factory=list)  # per class: a rule of postprocess.py ("none" ...), tuned
     tuned_mean_dice: Optional[float] = None  # with tuned thresholds, on the split they were tuned on
     sweep: Optional[SweepCounts] = None  # the Dice counts at every candidate threshold (out-of-fold tuning)
     calibration: Optional[CalibrationCounts] = None  # binned probabilities vs foreground: ECE, reliability
@@ -103,8 +103,8 @@ def validate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue,
              window_options: WindowOptions = WindowOptions()) -> EvalResult:
     """Run the model over ``loader``; rows from all ranks are gathered (no duplicated samples).
     ``window``: the model's input size when images are larger (tiled as in prediction). ``tune_postprocess``
-    (with ``tune_thresholds``): also choose per class a connected-component rule (largest component, small objects
-    dropped, or none: postprocess.py). ``fit_temperature``: also the NLL and ECE of every candidate temperature
+    (with ``tune_thresholds``): also choose per class a connected-component rule (the largest component, small
+    objects dropped, the components touching the catalogue's attached bone, or none: postprocess.py). ``fit_temperature``: also the NLL and ECE of every candidate temperature
     (calibration.py), from which one temperature per class is fitted."""
     model.eval()
     dice = DiceAccumulator(catalogue.names)
