@@ -53,11 +53,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import torch
 
+    from mmseg_text.inference.model_dir import load_exported
     from mmseg_text.inference.onnx_export import export_onnx, verify_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        checkpoint = Path(args.checkpoint) if args.checkpoint else _random_demo_model(tmp)
+        checkpoint = load_exported(Path(args.checkpoint) if args.checkpoint else _random_demo_model(tmp))
         onnx_path = export_onnx(checkpoint, tmp / "model.onnx")
         rows = []
         for threads in args.threads:

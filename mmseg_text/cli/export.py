@@ -37,12 +37,14 @@ def _body(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     if not args.onnx and not args.save_pretrained:
         parser.error("give --onnx FILE and/or --save-pretrained DIR")
+    from mmseg_text.inference.model_dir import load_exported
+
     report: dict = {"checkpoint": args.checkpoint}
+    exported = load_exported(args.checkpoint)  # once, for every output
     if args.save_pretrained:
-        from mmseg_text.inference.model_dir import load_exported
         from mmseg_text.inference.pretrained import save_pretrained
 
-        report["saved_pretrained"] = str(save_pretrained(load_exported(args.checkpoint), args.save_pretrained))
+        report["saved_pretrained"] = str(save_pretrained(exported, args.save_pretrained))
     if args.onnx:
         from mmseg_text.inference.onnx_export import DEFAULT_OPSET, export_onnx, verify_onnx
 
@@ -51,8 +53,8 @@ def _body(argv: Sequence[str] | None) -> int:
             from mmseg_text.data.images import read_image
 
             image = read_image(args.image)
-        export_onnx(args.checkpoint, args.onnx, opset=args.opset or DEFAULT_OPSET)
-        check = verify_onnx(args.checkpoint, args.onnx, image=image, size=args.size, tolerance=args.tolerance,
+        export_onnx(exported, args.onnx, opset=args.opset or DEFAULT_OPSET)
+        check = verify_onnx(exported, args.onnx, image=image, size=args.size, tolerance=args.tolerance,
                             threads=args.threads)
         report["onnx"] = check.to_dict()
         if not check.ok:

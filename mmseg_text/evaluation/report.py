@@ -83,7 +83,8 @@ def write_report(run_dir: str | Path, evaluation_json: str | Path, overlays: Seq
         kept = [f"{name} ({rule})" for name, rule in rules.items() if rule != "none"]
         lines.append(f"| connected-component rule (chosen on validation) | {len(kept)} of {len(rules)} classes"
                      + (f": {', '.join(kept)}" if kept else "") + " |")
-    calibration = _validation_calibration(best)
+    metrics = _validation_metrics(best)
+    calibration = metrics.get("calibration")
     if calibration is not None:
         scored = [(n, v) for n, v in calibration["foreground_ece"].items() if v is not None]
         worst_ece = sorted(scored, key=lambda item: -item[1])[:WORST_SHOWN]
@@ -91,7 +92,7 @@ def write_report(run_dir: str | Path, evaluation_json: str | Path, overlays: Seq
                      f"{_number(calibration['mean_ece'], 4)} / {_number(calibration['mean_foreground_ece'], 3)}"
                      + (" (least calibrated: " + ", ".join(f"{n} {v:.3f}" for n, v in worst_ece) + ")" if worst_ece
                         else "") + " |")
-    temperature = _validation_metrics(best).get("temperature")
+    temperature = metrics.get("temperature")
     if temperature:
         temps = np.array(list(temperature["temperatures"].values()))
         def three(prefix: str, digits: int) -> str:
@@ -133,9 +134,6 @@ def _validation_metrics(model_dir: Path) -> dict:
     path = model_dir / VAL_METRICS_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
 
-
-def _validation_calibration(model_dir: Path) -> dict | None:
-    return _validation_metrics(model_dir).get("calibration")
 
 
 def _resolution(data: dict) -> str:

@@ -120,10 +120,15 @@ class OnnxReport:
         return {**self.__dict__, "ok": self.ok, "speedup_onnxruntime_vs_torch": self.torch_ms / self.onnxruntime_ms}
 
 
-def export_onnx(model_dir: str | Path, onnx_path: str | Path, *, opset: int = DEFAULT_OPSET) -> Path:
+def _loaded(model: str | Path | ExportedModel) -> ExportedModel:
+    return model if isinstance(model, ExportedModel) else load_exported(model)
+
+
+def export_onnx(model_dir: str | Path | ExportedModel, onnx_path: str | Path, *,
+                opset: int = DEFAULT_OPSET) -> Path:
     """Write ``onnx_path`` (and the no-metadata caption's features beside it, for caption-reading models)
     atomically. Batch, height and width are dynamic (height and width multiples of the encoder's stride)."""
-    exported = load_exported(model_dir)
+    exported = _loaded(model_dir)
     graph = OnnxGraph(exported).eval()
     example = example_inputs(exported, graph)
     dynamic = {IMAGE_INPUT: {0: "batch", 2: "height", 3: "width"}, OUTPUT: {0: "batch", 2: "height", 3: "width"}}
@@ -175,7 +180,7 @@ def _alternating_median_ms(first, second, repeats: int) -> tuple[float, float]:
     return float(np.median(times[0]) * 1000.0), float(np.median(times[1]) * 1000.0)
 
 
-def verify_onnx(model_dir: str | Path, onnx_path: str | Path, *, image: Optional[np.ndarray] = None,
+def verify_onnx(model_dir: str | Path | ExportedModel, onnx_path: str | Path, *, image: Optional[np.ndarray] = None,
                 size: Optional[int] = None, tolerance: float = 1e-4, repeats: int = 5,
                 threads: Optional[int] = None) -> OnnxReport:
     """The largest |logit| difference between onnxruntime (CPU) and PyTorch on one input (``image`` at ``size``,
@@ -185,7 +190,7 @@ def verify_onnx(model_dir: str | Path, onnx_path: str | Path, *, image: Optional
         import onnxruntime as ort
     except ImportError as exc:
         raise ImportError("checking an ONNX export needs onnxruntime: pip install 'mmseg-text[onnx]'") from exc
-    exported = load_exported(model_dir)
+    exported = _loaded(model_dir)
     graph = OnnxGraph(exported).eval()
     inputs = example_inputs(exported, graph, image, size=size)
     options = ort.SessionOptions()
@@ -198,8 +203,8 @@ def verify_onnx(model_dir: str | Path, onnx_path: str | Path, *, image: Optional
         tensors = (tensors[0].contiguous(memory_format=torch.channels_last),) + tensors[1:]
     wanted = [i.name for i in session.get_inputs()]  # the exporter drops inputs the graph never reads
     if not set(wanted) <= set(inputs):
-        raise ValueError(f"{onnx_path}: inputs {wanted}, the model directory {model_dir} gives {list(inputs)}; "
-                         "export it again from this model")
+        raise ValueError(f"{onnx_path}: inputs {wanted}, the model directory {exported.directory} gives "
+                         f"{list(inputs)}; export it again from this model")
     inputs = {name: inputs[name] for name in wanted}
     previous = torch.get_num_threads()
     if threads:
