@@ -4,6 +4,7 @@ Each table here lists a choice's names with the properties validation needs (doe
 does a head need class-name embeddings). The factories live in registries next to their code, one per job:
 
     model.conditioning / model.head / model.norm   models/registry.py     CONDITIONINGS, HEADS, NORMS
+    model.conditioning_source                       models/registry.py     CONDITIONING_SOURCES
     train.loss                                      training/losses.py     LOSS_REGISTRY
     train.averaging                                 training/averaging.py  AVERAGING_REGISTRY
     predict.window_mode                             inference/tiling.py    WINDOW_MODE_REGISTRY
@@ -37,6 +38,9 @@ HEADS: Mapping[str, HeadChoice] = {
     "conv": HeadChoice(needs_class_embeddings=False),
     "text_query": HeadChoice(needs_class_embeddings=True),
 }
+# What the conditioning blocks read: the caption embeddings of the text tower, or the metadata as numbers
+# (text/numbers.py: normalised facts with missing flags through a small MLP), the control of the caption path.
+CONDITIONING_SOURCES = ("text", "numbers")
 NORMS = ("batch", "group")
 LOSSES = ("bce_dice", "dice_focal")
 AVERAGING = ("none", "ema", "swa")  # weight averaging: none | timm's EMA | stochastic weight averaging

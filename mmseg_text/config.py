@@ -91,6 +91,8 @@ class ModelConfig:
     encoder_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments (e.g. a small Swin: embed_dim, depths, num_heads, window_size)
     decoder_channels: List[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])  # deepest first
     conditioning: str = "cross_attn"  # none | cross_attn | film (models/registry.py); none by itself when text.mode=none
+    conditioning_source: str = "text"  # text (caption embeddings) | numbers (the metadata as normalised numbers + missing flags through an MLP: the control of the caption path; needs text.mode=meta)
+    numbers_dim: int = 64  # conditioning_source=numbers: width of the metadata MLP's tokens
     condition_stages: List[int] = field(default_factory=lambda: [0, 1, 2])  # decoder stages that read text (0 = deepest)
     attn_heads: int = 4  # cross-attention heads
     attn_ff_mult: int = 1  # width multiple of the gated feed-forward after each cross-attention (0 = none)
@@ -247,6 +249,7 @@ def check_and_resolve(cfg: Config, *, explicit: Sequence[str] = ()) -> None:
         raise ConfigError(str(err)) from None
     conditioning = _check_choice("model.conditioning", cfg.model.conditioning, choices.CONDITIONINGS)
     head = _check_choice("model.head", cfg.model.head, choices.HEADS)
+    _check_numbers_source(cfg, mode)
     _check_choice("model.norm", cfg.model.norm, choices.NORMS)
     if cfg.train.mixed_precision is not None:
         _check_choice("train.mixed_precision", cfg.train.mixed_precision, choices.MIXED_PRECISIONS)
@@ -292,6 +295,25 @@ def check_and_resolve(cfg: Config, *, explicit: Sequence[str] = ()) -> None:
                        ("predict.resolution", cfg.predict.resolution or 1), ("train.swa_every", cfg.train.swa_every)):
         if value < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
+
+
+def _check_numbers_source(cfg: Config, mode: Any) -> None:
+    """``model.conditioning_source=numbers`` replaces the metadata caption by the metadata's numbers."""
+    _check_choice("model.conditioning_source", cfg.model.conditioning_source, choices.CONDITIONING_SOURCES)
+    if cfg.model.conditioning_source != "numbers":
+        return
+    why = "model.conditioning_source=numbers gives the metadata as numbers instead of a caption"
+    if mode.name != "meta":
+        raise ConfigError(f"{why}: it needs text.mode=meta, got text.mode={mode.name}")
+    if cfg.model.conditioning == "none" or cfg.model.head != "conv":
+        raise ConfigError(f"{why}: it needs model.conditioning=cross_attn or film and model.head=conv, got "
+                          f"{cfg.model.conditioning} / {cfg.model.head}")
+    for key, on in (("text.shuffle", cfg.text.shuffle), ("text.drop_p", cfg.text.drop_p > 0),
+                    ("data.prompted_groups", cfg.data.prompted_groups)):
+        if on:
+            raise ConfigError(f"{why}: {key} works on captions and is not supported with it")
+    if cfg.model.numbers_dim < 1:
+        raise ConfigError(f"config key 'model.numbers_dim' must be >= 1, got {cfg.model.numbers_dim}")
 
 
 def _resolve_text_tower(text: TextConfig, explicit: Sequence[str]) -> None:

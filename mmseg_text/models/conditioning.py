@@ -146,6 +146,26 @@ class FiLMConditioner(nn.Module):
         return self.film(x, context.pooled)
 
 
+class MetadataEmbedder(nn.Module):
+    """``model.conditioning_source=numbers``: the metadata number tokens (B, F, in_dim) -> (B, F, dim), and
+    their pooled sum -> (B, dim), each through a two-layer MLP. It only reads metadata, so it counts as a
+    text module (``text_parameters``); the gates after it keep step 0 equal to the unconditioned network."""
+
+    def __init__(self, in_dim: int, dim: int) -> None:
+        super().__init__()
+        self.in_dim, self.dim = in_dim, dim
+        self.tokens = nn.Sequential(nn.Linear(in_dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.pooled = nn.Sequential(nn.Linear(in_dim, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def text_submodules(self) -> List[nn.Module]:
+        return [self]
+
+    def forward(self, context: TextContext) -> TextContext:
+        dtype = self.tokens[0].weight.dtype
+        return TextContext(self.tokens(context.tokens.to(dtype)), context.mask, self.pooled(context.pooled.to(dtype)),
+                           context.class_embeddings)
+
+
 def text_parameters(module: nn.Module) -> List[nn.Parameter]:
     """Parameters that only read text: every conditioning block (its gates included) and what a module lists in
     ``text_submodules()`` (the text-query head's name projection). ``train.text_lr_scale`` sets their learning rate."""

@@ -1,4 +1,4 @@
-"""The model registries: ``model.conditioning`` / ``model.head`` / ``model.norm`` names -> factories.
+"""The model registries: ``model.conditioning`` / ``model.conditioning_source`` / ``model.head`` / ``model.norm`` names -> factories.
 
 The names and what they mean (does a conditioning read text, does a head need class-name embeddings) live
 in :mod:`mmseg_text.choices`, which config validation reads; the builders read these tables. Adding a
@@ -14,7 +14,7 @@ from torch import nn
 
 from mmseg_text.choices import lookup  # noqa: F401  (the builders' lookup, re-exported)
 
-from .conditioning import CrossAttentionConditioner, FiLMConditioner
+from .conditioning import CrossAttentionConditioner, FiLMConditioner, MetadataEmbedder
 from .heads import ConvHead, TextQueryHead
 
 
@@ -28,6 +28,13 @@ CONDITIONINGS: Mapping[str, Optional[Callable[..., nn.Module]]] = {
     "none": None,
     "cross_attn": CrossAttentionConditioner,
     "film": FiLMConditioner,
+}
+
+# model.conditioning_source -> the adapter (input width, output width) in front of the conditioning blocks;
+# "text" reads the caption embeddings as they are.
+CONDITIONING_SOURCES: Mapping[str, Optional[Callable[[int, int], nn.Module]]] = {
+    "text": None,
+    "numbers": MetadataEmbedder,
 }
 
 # model.head -> factory (in_channels, num_classes, text_dim, query_dim) -> head; what text it reads: choices.HEADS.

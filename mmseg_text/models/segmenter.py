@@ -14,7 +14,8 @@ from .conditioning import TextContext
 
 
 class TextConditionedSegmenter(nn.Module):
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, head: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, head: nn.Module, *,
+                 context_adapter: Optional[nn.Module] = None) -> None:
         super().__init__()
         enc_channels = list(getattr(encoder, "feature_channels", decoder.encoder_channels))
         if enc_channels != decoder.encoder_channels:
@@ -25,6 +26,8 @@ class TextConditionedSegmenter(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.head = head
+        # model.conditioning_source=numbers: the metadata MLP in front of the blocks (None: captions as they are)
+        self.context_adapter = context_adapter
 
     @property
     def conditioning(self) -> str:
@@ -37,6 +40,8 @@ class TextConditionedSegmenter(nn.Module):
     @property
     def text_dim(self) -> Optional[int]:
         """Width of the text features the model reads (None when it reads none)."""
+        if self.context_adapter is not None:
+            return self.context_adapter.in_dim
         return self.decoder.text_dim or getattr(self.head, "text_dim", None)
 
     @property
@@ -59,6 +64,8 @@ class TextConditionedSegmenter(nn.Module):
                 raise ValueError(f"TextContext has width {context.dim}, "
                                  f"the model was built for text_dim={self.text_dim}")
             context = context.expand(images.shape[0])
+            if self.context_adapter is not None:
+                context = self.context_adapter(context)
         features = self.encoder(images)
         x = self.decoder(features, context if len(self.decoder.conditioners) else None,
                          output_size=tuple(images.shape[-2:]))

@@ -52,9 +52,9 @@ BASELINE = "none"
 # so a text path that works must beat no text, and its own shuffled-prompt control, by a wide margin.
 _PROMPTED = "data.prompted_groups=true"
 _TYPES = {"cross_attn": ("text.mode=meta", "model.conditioning=cross_attn", "model.head=conv"),
-          "film": ("text.mode=meta", "model.conditioning=film", "model.head=conv"),
-          # the head alone: per-class queries from the bone names, no decoder conditioning
-          "text_query": ("text.mode=meta+classes", "model.conditioning=none", "model.head=text_query")}
+          "film": ("text.mode=meta", "model.conditioning=film", "model.head=conv")}
+# Not the text-query head: its queries are the bone names, the same for every image, so no caption reaches it; it
+# names classes and reads no per-image fact (README, "Can the text path carry information at all?").
 POSITIVE_CONTROL = (Variant("none", ("text.mode=none", "model.conditioning=none", "model.head=conv", _PROMPTED)),) + tuple(
     v for name, sets in _TYPES.items()
     for v in (Variant(name, sets + (_PROMPTED,)), Variant(f"{name} shuffled", sets + (_PROMPTED, "text.shuffle=true"))))

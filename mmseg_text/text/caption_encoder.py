@@ -21,6 +21,7 @@ from mmseg_text.data.index import DataIndex
 from mmseg_text.models.conditioning import TextContext
 from mmseg_text.choices import parse_text_mode
 from mmseg_text.text import CaptionBuilder, CaptionFn, TextEmbeddingCache, build_text_tower
+from mmseg_text.text.numbers import NumberEncoder
 
 
 class CaptionEncoder:
@@ -93,5 +94,12 @@ class CaptionEncoder:
         self.cache.save()
 
 
-def build_caption_encoder(cfg: Any, catalogue: ClassCatalogue, *, progress: bool = True) -> Optional[CaptionEncoder]:
-    return CaptionEncoder(cfg, catalogue, progress=progress) if parse_text_mode(cfg.text.mode).enabled else None
+def build_caption_encoder(cfg: Any, catalogue: ClassCatalogue, *, progress: bool = True
+                          ) -> Optional["CaptionEncoder | NumberEncoder"]:
+    """What the conditioning reads: the captions through the text tower, or (``model.conditioning_source=numbers``)
+    the metadata as numbers; None when text.mode=none."""
+    if not parse_text_mode(cfg.text.mode).enabled:
+        return None
+    if getattr(cfg.model, "conditioning_source", "text") == "numbers":
+        return NumberEncoder(cfg, catalogue, progress=progress)
+    return CaptionEncoder(cfg, catalogue, progress=progress)

@@ -83,8 +83,7 @@ def test_prompted_groups_need_a_caption_per_image_and_every_control_variant_is_v
         cfg = load_config(None, list(variant.overrides))
         assert cfg.data.prompted_groups
     names = [v.name for v in POSITIVE_CONTROL]
-    assert names == ["none", "cross_attn", "cross_attn shuffled", "film", "film shuffled", "text_query",
-                     "text_query shuffled"]
+    assert names == ["none", "cross_attn", "cross_attn shuffled", "film", "film shuffled"]  # no text_query: it reads no caption
 
 
 def test_each_conditioning_type_is_compared_with_its_own_shuffled_twin():
