@@ -1,7 +1,8 @@
 """``mmseg-make-synthetic``: write a synthetic hand X-ray dataset in the real on-disk layout (train/test DCM + outputs_json,
-meta_data.xlsx, synthetic_truth.csv).
+meta_data.xlsx, synthetic_truth.csv, synthetic_card.json).
 
     mmseg-make-synthetic --out data/synthetic --ids 40 --size 512 --seed 0 --workers 2
+    mmseg-make-synthetic --out data/synthetic_degrade1 --ids 40 --size 512 --degrade 1   # same truth, bones hidden
 """
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=int, default=2048, help="image side in pixels (default 2048)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
     parser.add_argument("--workers", type=int, default=1, help="processes drawing images in parallel")
+    parser.add_argument("--degrade", type=float, default=0.0,
+                        help="0-1: fade the bones and add blur and noise (the metadata study's dose-response); "
+                             "masks and metadata unchanged (default 0)")
     parser.add_argument("--skip-existing", action="store_true", help="keep images whose PNG and JSON exist")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -30,14 +34,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         summary = generate_dataset(args.out, ids=args.ids, size=args.size, seed=args.seed,
                                    workers=args.workers, progress=not args.no_progress,
-                                   skip_existing=args.skip_existing)
+                                   skip_existing=args.skip_existing, degrade=args.degrade)
     except (ValueError, OSError) as err:
         print(f"make_synthetic: {err}", file=sys.stderr)
         return 1
     images, bent = summary["images"], summary["bent_wrist"]
     print(f"{summary['out']}: {summary['written']} images written, {summary['skipped']} kept; "
           f"train {images['train']} ({bent['train']} bent wrists), test {images['test']} "
-          f"({bent['test']} bent wrists); {summary['seconds']} s")
+          f"({bent['test']} bent wrists); degrade {summary['degrade']:g}; {summary['seconds']} s")
     return 0
 
 

@@ -21,6 +21,14 @@ from mmseg_text.data.synthetic.polygons import annotation_polygon
 # ----------------------------------------------------------------------------- imaging constants
 _FOV_MM = 290.0        # detector width across the image at zoom 1 (a large hand still fits)
 _MARGIN = 0.035        # free border around the hand, fraction of the image
+# --degrade L (the metadata study's dose-response): the image says less about the bones as L grows, the masks
+# and metadata stay the truth. Bone attenuation fades (the hand's soft-tissue silhouette stays), the picture
+# blurs (sigma a fraction of the image side: the same at 512 and 2048) and gains noise. Bone-edge CNR
+# (contrast.py), 512 px, mean of 6 images: L 0 / 0.25 / 0.5 / 0.75 / 1 -> 28.7 / 20.6 / 8.2 / 3.2 / 0.6.
+DEGRADE_BONE_FADE = 0.97   # bone attenuation x (1 - 0.97 L) before exposure
+DEGRADE_BLUR = 0.004       # Gaussian sigma, fraction of the image side, at L = 1 (2 px at 512)
+DEGRADE_NOISE = 0.06       # white-noise std at L = 1 (intensity in [0, 1]; 15 of 255)
+DEGRADE_SEED = 7           # the degradation's generator: the spec's seed + this, apart from the image's draws
 
 
 def _place(bones_mm: list[Bone], spec: ImageSpec, size: int, forearm_mm: float,
@@ -50,12 +58,16 @@ def _place(bones_mm: list[Bone], spec: ImageSpec, size: int, forearm_mm: float,
     return _affine(scale * linear, offset), scale
 
 
-def _expose(att: np.ndarray, px_per_mm: float, rng: np.random.Generator) -> np.ndarray:
-    """Log-domain radiograph in [0, 1]: window and gamma (exposure/contrast), heel-effect gradient,
-    edge enhancement as in clinical processing, a little blur and noise."""
-    size = att.shape[0]
+def _window_top(att: np.ndarray) -> float:
+    """The attenuation the exposure maps near white: the 99th percentile inside the hand."""
     sample = att[::4, ::4]
-    top = float(np.percentile(sample[sample > 0], 99.0)) if (sample > 0).any() else 1.0
+    return float(np.percentile(sample[sample > 0], 99.0)) if (sample > 0).any() else 1.0
+
+
+def _expose(att: np.ndarray, px_per_mm: float, rng: np.random.Generator, top: float) -> np.ndarray:
+    """Log-domain radiograph in [0, 1]: window and gamma (exposure/contrast), heel-effect gradient,
+    edge enhancement as in clinical processing, a little blur and noise. ``top``: see :func:`_window_top`."""
+    size = att.shape[0]
     knee = rng.uniform(0.6, 1.4)  # film-like shoulder: dense bone compresses instead of clipping
     image = (1 - np.exp(-knee * att / top)) / (1 - math.exp(-knee))
     image = np.clip(image, 0, 1) ** rng.uniform(0.85, 1.2)
@@ -70,6 +82,21 @@ def _expose(att: np.ndarray, px_per_mm: float, rng: np.random.Generator) -> np.n
     noise = rng.uniform(0.008, 0.02) * rng.standard_normal((size, size)).astype(np.float32)
     mottle = 0.01 * _smooth_noise(size, 3.0 * px_per_mm, rng)
     return image + noise + mottle
+
+
+def check_degrade(degrade: float) -> float:
+    """The level as a float, or a ValueError naming the option (NaN is refused too)."""
+    if not 0.0 <= float(degrade) <= 1.0:
+        raise ValueError(f"degrade (--degrade) must be in [0, 1], got {degrade}")
+    return float(degrade)
+
+
+def _degrade(image: np.ndarray, level: float, spec: ImageSpec) -> np.ndarray:
+    """Blur and noise growing with ``level``, from a generator of its own: the other draws stay as at level 0."""
+    size = image.shape[0]
+    rng = np.random.default_rng(list(spec.seed) + [DEGRADE_SEED])
+    image = cv2.GaussianBlur(image, (0, 0), DEGRADE_BLUR * level * size)
+    return image + DEGRADE_NOISE * level * rng.standard_normal(image.shape).astype(np.float32)
 
 
 def _burn_markers(image: np.ndarray, spec: ImageSpec, occupied: np.ndarray, rng: np.random.Generator) -> None:
@@ -115,8 +142,13 @@ class RenderedImage:
     polygons: dict[str, np.ndarray]   # label -> (N, 2) int pixel polygon
 
 
-def render_image(spec: ImageSpec, size: int) -> RenderedImage:
-    """Draw one planned image; a pure function of ``spec`` and ``size`` (same input, same bytes)."""
+def render_image(spec: ImageSpec, size: int, degrade: float = 0.0) -> RenderedImage:
+    """Draw one planned image; a pure function of ``spec``, ``size`` and ``degrade`` (same input, same bytes).
+
+    ``degrade`` in [0, 1] fades the bones and adds blur and noise (0: the plain image, bit for bit); the
+    polygons do not change. The exposure window stays the plain image's, and the degradation draws from a
+    generator of its own, so the anatomy, placement, exposure and markers are those of level 0."""
+    degrade = check_degrade(degrade)
     rng = np.random.default_rng(list(spec.seed))
     body = _body(spec.person, rng)
     bones_mm = _hand_in_mm(body, spec.wrist_angle_deg, rng)
@@ -124,8 +156,14 @@ def render_image(spec: ImageSpec, size: int) -> RenderedImage:
     bones = [bone.transformed(to_px) for bone in bones_mm]
     extras = [bone.transformed(to_px) for bone in _unlabelled_bones(bones_mm, body)]
     soft = _soft_tissue_mm({bone.name: bone for bone in bones}, size, px_per_mm, body)
-    att = _MU["soft"] * soft + _bone_attenuation(bones + extras, size, px_per_mm, body, rng)
-    image = _expose(att, px_per_mm, rng)
+    tissue = _MU["soft"] * soft
+    bone = _bone_attenuation(bones + extras, size, px_per_mm, body, rng)
+    top = _window_top(tissue + bone)  # the plain image's window: faded bones are not stretched back to white
+    if degrade > 0:
+        bone = bone * (1 - DEGRADE_BONE_FADE * degrade)
+    image = _expose(tissue + bone, px_per_mm, rng, top)
+    if degrade > 0:
+        image = _degrade(image, degrade, spec)
     _burn_markers(image, spec, soft > 0, rng)
     pixels = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
     polygons = {bone.name: annotation_polygon(bone.outline(), size) for bone in bones}
