@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from mmseg_text.io import atomic_save_figure, atomic_write_json, atomic_write_text
 from mmseg_text.studies.ablation import BASELINE, Variant, run_ablation
+from mmseg_text.studies.paired_stats import compare_paired
 
 CAPTION = ("text.mode=meta", "model.conditioning_source=text")
 VARIANTS = (
@@ -83,6 +84,9 @@ def summarise(per_level: Sequence[dict[str, Any]], names: Sequence[str], score: 
                 row["variants"][name] = {"mean": cell["mean"], "std": cell["std"], "values": cell["values"]}
         for name, verdict in result.get("test", {}).get(score, {}).get("vs_baseline", {}).items():
             row["vs_none"][name] = verdict["paired"]
+        if score in table.get("numbers", {}) and score in table.get("captions", {}):  # the text or the metadata?
+            by_seed = {n: dict(zip(table[n][score]["seeds"], table[n][score]["values"])) for n in ("numbers", "captions")}
+            row["numbers_vs_captions"] = compare_paired(by_seed["numbers"], by_seed["captions"]).to_dict()
         levels.append(row)
     return {"score": score, "variants": list(names), "levels": levels}
 
@@ -104,6 +108,11 @@ def to_markdown(study: dict[str, Any]) -> str:
     for row in study["levels"]:
         for name, p in row["vs_none"].items():
             lines.append(f"| {row['level']:g} | {name} | {_fmt(p['mean_diff'], True)} [{_fmt(p['ci_low'], True)}, "
+                         f"{_fmt(p['ci_high'], True)}] | [{_fmt(p['t_low'], True)}, {_fmt(p['t_high'], True)}] | "
+                         f"{_fmt(p['mde'])} | {p['verdict']} |")
+        p = row.get("numbers_vs_captions")
+        if p:
+            lines.append(f"| {row['level']:g} | numbers − captions | {_fmt(p['mean_diff'], True)} [{_fmt(p['ci_low'], True)}, "
                          f"{_fmt(p['ci_high'], True)}] | [{_fmt(p['t_low'], True)}, {_fmt(p['t_high'], True)}] | "
                          f"{_fmt(p['mde'])} | {p['verdict']} |")
     return "\n".join(lines) + "\n"

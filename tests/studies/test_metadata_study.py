@@ -55,6 +55,8 @@ def test_the_study_makes_each_degraded_set_and_pairs_each_variant_to_none(tmp_pa
     assert by_level[1.0]["vs_none"]["captions shuffled"]["mean_diff"] == pytest.approx(0.0)
     assert by_level[1.0]["vs_none"]["numbers"]["verdict"] == "better"
     assert by_level[0.0]["vs_none"][TEXT_LR_POINT.name]["mean_diff"] == pytest.approx(0.01)
+    assert by_level[1.0]["numbers_vs_captions"]["mean_diff"] == pytest.approx(0.08)
+    assert by_level[0.0]["numbers_vs_captions"]["verdict"] == "no difference"
     assert by_level[0.0]["variants"]["none"]["values"] == pytest.approx([0.8 + j for j in JITTER])
     saved = json.loads((tmp_path / "metadata_study.json").read_text())
     assert saved["levels"][2]["vs_none"]["numbers"]["mean_diff"] == pytest.approx(0.12)
