@@ -245,24 +245,30 @@ class StitchedRows:
 
     @torch.no_grad()
     def _run_window_row(self) -> None:
-        y, w = self.ys[self.next_row], self.window
-        normalised = None
+        shares: list[torch.Tensor] = []  # each window's share of the mean, once the band holds the row's blocks
         for view in self.views:
             for first in range(0, len(self.xs), self.options.batch_size):
-                idx = range(first, min(first + self.options.batch_size, len(self.xs)))
-                # a mirrored view's window i, in image columns: the mirror image of the grid's window i
-                cols = [self.width - self.xs[i] - w if view.mirrored else self.xs[i] for i in idx]
-                crops = torch.cat([view.image[..., y:y + w, x:x + w] for x in cols])
-                probs = view.forward(mirror_images(crops, view.coord_channels) if view.mirrored else crops)
-                if normalised is None:
-                    self._hold(y + w, probs.shape[1], probs)
-                    count = torch.cat([self.counts[s] for s in self._slices(y, y + w)])
-                    normalised = [self.weights / count[:, x:x + w] for x in self.xs]  # a window's share of the mean
-                for i, x, p in zip(idx, cols, probs):
-                    p.mul_(normalised[i] * view.weight)
-                    self._add(p.flip(-1) if view.mirrored else p, y, x)
+                self._run_batch(view, range(first, min(first + self.options.batch_size, len(self.xs))), shares)
         self.next_row += 1
         self.final = self.ys[self.next_row] if self.next_row < len(self.ys) else self.height
+
+    def _run_batch(self, view: View, idx: range, shares: list[torch.Tensor]) -> None:
+        """Windows ``idx`` of the current window row through ``view`` and into the band. Its own function so that
+        the batch's crops and outputs (K x window² floats a window) are freed before the next forward, not held
+        through it."""
+        y, w = self.ys[self.next_row], self.window
+        # a mirrored view's window i, in image columns: the mirror image of the grid's window i
+        cols = [self.width - self.xs[i] - w if view.mirrored else self.xs[i] for i in idx]
+        crops = torch.cat([view.image[..., y:y + w, x:x + w] for x in cols])
+        probs = view.forward(mirror_images(crops, view.coord_channels) if view.mirrored else crops)
+        del crops
+        if not shares:
+            self._hold(y + w, probs.shape[1], probs)
+            count = torch.cat([self.counts[s] for s in self._slices(y, y + w)])
+            shares.extend(self.weights / count[:, x:x + w] for x in self.xs)  # a window's share of the mean
+        for i, x, p in zip(idx, cols, probs):
+            p.mul_(shares[i] * view.weight)
+            self._add(p.flip(-1) if view.mirrored else p, y, x)
 
     def _add(self, contribution: torch.Tensor, y: int, x: int) -> None:
         top = 0
