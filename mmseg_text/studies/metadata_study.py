@@ -128,17 +128,18 @@ def plot_dose_response(study: dict[str, Any], path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     names = [n for n in study["variants"] if n != BASELINE]
+    colour = {n: f"C{i}" for i, n in enumerate(study["variants"])}  # one colour per variant in both panels
     for name in study["variants"]:
         pts = [(r["level"], r["variants"][name]) for r in study["levels"] if name in r["variants"]]
         left.errorbar([p[0] for p in pts], [p[1]["mean"] for p in pts], yerr=[p[1]["std"] for p in pts],
-                      marker="o", capsize=3, label=name)
+                      marker="o", capsize=3, label=name, color=colour[name])
     for k, name in enumerate(names):
         pts = [(r["level"], r["vs_none"][name]) for r in study["levels"] if name in r["vs_none"]]
         xs = [p[0] + 0.015 * (k - 1) for p in pts]
         ys = [p[1]["mean_diff"] for p in pts]
         err = [[y - p[1]["t_low"] for y, p in zip(ys, pts)], [p[1]["t_high"] - y for y, p in zip(ys, pts)]]
         err = [[0 if math.isnan(e) else e for e in side] for side in err]
-        right.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+        right.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name, color=colour[name])
     right.axhline(0.0, color="grey", lw=0.8)
     left.set(xlabel="image degradation level", ylabel=f"{study['score']} Dice", title="mean ± std over seeds")
     right.set(xlabel="image degradation level", ylabel="minus no conditioning (paired)",

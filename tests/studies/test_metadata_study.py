@@ -63,3 +63,22 @@ def test_the_study_makes_each_degraded_set_and_pairs_each_variant_to_none(tmp_pa
     md = (tmp_path / "metadata_study.md").read_text()
     assert "| 1 | numbers | +0.120 [" in md and "| 0 | 5 | 0.800 ± 0.008 | 0.800 ± 0.008 |" in md
     assert (tmp_path / "metadata_study.png").stat().st_size > 10_000
+
+
+def test_mmseg_ablate_runs_the_metadata_variants_on_one_level(tmp_path, monkeypatch):
+    from mmseg_text.cli import ablate as cli
+    from mmseg_text.studies import ablation
+
+    seen = {}
+
+    def fake_run_ablation(config, out, seeds, overrides, variants, test):
+        seen.update(names=[v.name for v in variants], overrides=list(overrides), test=test)
+        (Path(out)).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "ablation.md").write_text("table\n")
+        return {"variants": {}}
+
+    monkeypatch.setattr(ablation, "run_ablation", fake_run_ablation)
+    assert cli.main(["--metadata", "--test", "--seeds", "3", "--out", str(tmp_path), "--variants", "none,numbers",
+                     "data.root=data/synthetic_degrade1"]) == 0
+    assert seen == {"names": ["none", "numbers"], "overrides": ["data.root=data/synthetic_degrade1"], "test": True}
+    assert cli.main(["--metadata", "--positive-control", "--out", str(tmp_path)]) == 1
