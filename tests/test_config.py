@@ -103,7 +103,7 @@ def test_a_shipped_config_that_says_nothing_is_downloaded_names_no_hub_tag(path)
 def test_a_packaged_config_loads_by_name_and_an_unknown_name_lists_them(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no configs/ folder here: as from a wheel
     assert load_config("demo").model.encoder == load_config("demo.yaml").model.encoder == "tf_efficientnet_lite0"
-    with pytest.raises(ConfigError, match=r"config file not found: nope .*\['demo', 'swin_unet_clip', 'unet_effnet_clip'\]"):
+    with pytest.raises(ConfigError, match=r"config file not found: nope .*\['demo', 'metadata_study', 'swin_unet_clip', 'unet_effnet_clip'\]"):
         load_config("nope")
 
 
