@@ -11,18 +11,7 @@ import torch
 
 from mmseg_text.inference.tiling import (StitchedRows, View, WindowOptions, blended_rows, masks_from_rows,
                                          model_probabilities, window_forward)
-
-
-class Local(torch.nn.Module):
-    """Two convolutions: windows see their borders, so the blend matters."""
-
-    def __init__(self, c: int = 3, k: int = 5):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = torch.nn.Sequential(torch.nn.Conv2d(c, k, 5, padding=2), torch.nn.Conv2d(k, k, 3, padding=1))
-
-    def forward(self, x, context=None):
-        return self.net(x)
+from tests.inference.test_tiling import Local
 
 
 class Recording:
@@ -43,7 +32,7 @@ class Recording:
 @pytest.mark.parametrize("batch", [1, 2, 3])
 @pytest.mark.parametrize("mirrored", [False, True])
 def test_no_earlier_batch_is_held_through_a_forward_and_the_masks_are_monais(batch, mirrored):
-    model = Local().eval()
+    model = Local(k=5).eval()
     image = torch.randn(1, 3, 160, 224)  # 4 x 6 windows of 64: several batches a window row
     options = WindowOptions(overlap=0.5, batch_size=batch, stitch_half=False)
     forward = Recording(window_forward(model, None))
