@@ -97,8 +97,7 @@ def caption_features(exported: ExportedModel, captions: Optional[list[str]] = No
     if text is None or not text.mode.uses_meta:
         return {}
     captions = captions or [text.caption("unknown", {})]
-    # model.conditioning_source=numbers: the "captions" are fact dicts, their number tokens the inputs
-    feats = text.cache.lookup(list(captions)) if hasattr(text, "cache") else text.context(captions, len(captions))
+    feats = text.caption_features(captions)  # numbers source: fact dicts and their number tokens
     return {"caption_tokens": feats.tokens.float().numpy(), "caption_mask": feats.mask.numpy().astype(bool),
             "caption_pooled": feats.pooled.float().numpy()}
 

@@ -66,6 +66,10 @@ class CaptionEncoder:
         self.cache.release_tower()
 
     # ---- per batch
+    def caption_features(self, captions: Sequence[str]):
+        """The per-image part of the context (tokens, mask, pooled) of ``captions``, from the cache."""
+        return self.cache.lookup(list(captions))
+
     def context(self, captions: Optional[Sequence[str]], batch_size: int,
                 device: torch.device | str = "cpu") -> TextContext:
         tokens, masks = [], []
@@ -73,7 +77,7 @@ class CaptionEncoder:
         if self.mode.uses_meta:
             if captions is None or len(captions) != batch_size:
                 raise ValueError(f"text.mode={self.mode.name} needs one caption per image in the batch")
-            feats = self.cache.lookup(list(captions))
+            feats = self.caption_features(captions)
             tokens.append(feats.tokens.float())
             masks.append(feats.mask)
             pooled = feats.pooled.float()

@@ -94,6 +94,10 @@ class NumberEncoder:
                          with_dropped: bool = False) -> None:
         """Nothing to encode up front."""
 
+    def caption_features(self, facts: Sequence[Mapping[str, Any]]) -> TextContext:
+        """The per-image part of the context: here all of it (there are no class tokens)."""
+        return self.context(facts, len(facts))
+
     def context(self, facts: Optional[Sequence[Mapping[str, Any]]], batch_size: int,
                 device: torch.device | str = "cpu") -> TextContext:
         if facts is None or len(facts) != batch_size:
