@@ -70,9 +70,6 @@ META_TOKENS = 30  # caption tokens of the random text context (windows_vs_full w
 SECTIONS = ("batched", "windows", "ensemble")
 WINDOW_CASES = ("windows", "windows_full_map", "full")
 WORKER_MODES = WINDOW_CASES + tuple(c + "_text" for c in WINDOW_CASES)
-# One window per forward on CPU: the fastest there (~0.13 s a 512 px window vs ~0.16 s in fours, 2 cores) and a
-# quarter of the activations of four (~100 MB vs ~390 MB at 512 px, more than the row band itself).
-CPU_WINDOW_BATCH = 1
 QUICK = {"ids": 2, "size": 128, "n": 4, "image_size": 128, "batch": 2, "big_size": 512, "window": 128,
          "reps": 2, "window_reps": 1, "text": "tiny"}
 
@@ -97,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overlap", type=float, default=0.5, help="window overlap fraction")
     p.add_argument("--window-mode", choices=["gaussian", "constant"], default="gaussian")
     p.add_argument("--window-batch", type=int, default=None,
-                   help=f"windows per forward (default on CPU {CPU_WINDOW_BATCH}, else predict.window_batch_size)")
+                   help="windows per forward (default: predict.window_batch_size, unset = 1 on the CPU, 4 on a GPU)")
     p.add_argument("--windows-text", action="store_true", help="windows_vs_full for the text-conditioned model too")
     p.add_argument("--reps", type=int, default=None, help="timed rounds, batched_vs_per_image and ensemble_cost (default 3)")
     p.add_argument("--window-reps", type=int, default=None, help="timed rounds, windows_vs_full (default 2)")
@@ -119,8 +116,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for key in set(defaults) | set(QUICK):
         if getattr(args, key, None) is None:
             setattr(args, key, QUICK[key] if args.quick and key in QUICK else defaults.get(key))
-    if args.window_batch is None and args.device == "cpu":
-        args.window_batch = CPU_WINDOW_BATCH
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(args.sections) - set(SECTIONS))
     if unknown:
@@ -403,7 +398,7 @@ def run_worker(args: argparse.Namespace, mode: str) -> dict[str, Any]:
 def windows_vs_full(args: argparse.Namespace) -> dict[str, Any]:
     per_side = windows_per_side(args.big_size, args.window, args.overlap)
     result: dict[str, Any] = {"image_size": args.big_size, "window": args.window, "overlap": args.overlap,
-                              "mode": args.window_mode, "window_batch": args.window_batch or _window_batch_default(),
+                              "mode": args.window_mode, "window_batch": _window_batch(args),
                               "windows_per_image": per_side ** 2,
                               "pixels_ratio_windows_over_full": sig(per_side ** 2 * args.window ** 2 / args.big_size ** 2)}
     for text in ([False, True] if args.windows_text else [False]):
@@ -454,10 +449,11 @@ def windows_vs_full(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _window_batch_default() -> int:
-    from mmseg_text.config import PredictConfig
+def _window_batch(args: argparse.Namespace) -> int:
+    """The windows per forward this run used: --window-batch, else prediction's own default for the device."""
+    from mmseg_text.inference.tiling import WindowOptions
 
-    return PredictConfig().window_batch_size
+    return WindowOptions(batch_size=args.window_batch).windows_per_forward(args.device)
 
 
 # ---- 3. ensemble cost with the first pass

@@ -145,7 +145,7 @@ class PredictConfig:
     resolution: Optional[int] = None  # square inference resolution; None = the training size; larger = sliding windows
     window_overlap: float = 0.5  # overlap of neighbouring windows (fraction of the window)
     window_mode: str = "gaussian"  # blending of overlapping windows: gaussian | constant
-    window_batch_size: int = 4  # windows per forward pass
+    window_batch_size: Optional[int] = None  # windows per forward pass; None: 4 on a GPU, 1 on the CPU (memory)
     stitch_on_cpu: bool = False  # assemble full-resolution window outputs on the CPU (short GPU memory)
     stitch_half: bool = True  # windows and blend maps in float16: half the full-resolution buffers, error ~1e-3
     stitch_rows: bool = True  # windows -> masks a band of rows at a time: no 29 x H x W float map (tiling.StitchedRows)
@@ -291,7 +291,7 @@ def check_and_resolve(cfg: Config, *, explicit: Sequence[str] = ()) -> None:
     _check_sizes(cfg.data)
     for key, value in (("data.image_size", cfg.data.image_size), ("train.batch_size", cfg.train.batch_size),
                        ("train.grad_accum", cfg.train.grad_accum), ("predict.batch_size", cfg.predict.batch_size),
-                       ("predict.window_batch_size", cfg.predict.window_batch_size),
+                       ("predict.window_batch_size", cfg.predict.window_batch_size or 1),
                        ("predict.resolution", cfg.predict.resolution or 1), ("train.swa_every", cfg.train.swa_every)):
         if value < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {value}")

@@ -3,6 +3,7 @@ meta_data.xlsx, synthetic_truth.csv, synthetic_card.json).
 
     mmseg-make-synthetic --out data/synthetic --ids 40 --size 512 --seed 0 --workers 2
     mmseg-make-synthetic --out data/synthetic_degrade1 --ids 40 --size 512 --degrade 1   # same truth, bones hidden
+    mmseg-make-synthetic --out data/synthetic_degrade1_hand --ids 40 --size 512 --degrade 1 --fade hand  # no anatomy
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 from typing import Optional, Sequence
 
 from mmseg_text.cli.common import help_text
-from mmseg_text.data.synthetic import generate_dataset
+from mmseg_text.data.synthetic import FADES, generate_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--degrade", type=float, default=0.0,
                         help="0-1: fade the bones and add blur and noise (the metadata study's dose-response); "
                              "masks and metadata unchanged (default 0)")
+    parser.add_argument("--fade", choices=FADES, default="bones",
+                        help="what --degrade fades: the bones only (the soft-tissue silhouette stays) or the whole "
+                             "hand with its side letter, so that at 1 only the metadata tells (default %(default)s)")
     parser.add_argument("--skip-existing", action="store_true", help="keep images whose PNG and JSON exist")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -34,14 +38,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         summary = generate_dataset(args.out, ids=args.ids, size=args.size, seed=args.seed,
                                    workers=args.workers, progress=not args.no_progress,
-                                   skip_existing=args.skip_existing, degrade=args.degrade)
+                                   skip_existing=args.skip_existing, degrade=args.degrade, fade=args.fade)
     except (ValueError, OSError) as err:
         print(f"make_synthetic: {err}", file=sys.stderr)
         return 1
     images, bent = summary["images"], summary["bent_wrist"]
     print(f"{summary['out']}: {summary['written']} images written, {summary['skipped']} kept; "
           f"train {images['train']} ({bent['train']} bent wrists), test {images['test']} "
-          f"({bent['test']} bent wrists); degrade {summary['degrade']:g}; {summary['seconds']} s")
+          f"({bent['test']} bent wrists); degrade {summary['degrade']:g} ({summary['fade']}); {summary['seconds']} s")
     return 0
 
 

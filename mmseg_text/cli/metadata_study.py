@@ -3,8 +3,10 @@ paired seeds, on the plain synthetic set and on copies with fading images (a dos
 
     mmseg-metadata-study --config configs/metadata_study.yaml --out runs/metadata_study \
         --root data/synthetic --ids 40 --size 512 --seeds 5 --levels 0.5 1 --level-seeds 3 [--text-lr-point] [key=value ...]
+    mmseg-metadata-study ... --fade hand --levels 0.5 0.75 1   # the whole hand fades: at 1 only the metadata tells
 
-Writes OUT/metadata_study.{md,json,png} and, per level, OUT/degradeL/ablation.* (``mmseg-ablate`` tables).
+Writes OUT/metadata_study.{md,json,png} (``--fade hand``: metadata_study_hand.*) and, per level,
+OUT/degradeL[_hand]/ablation.* (``mmseg-ablate`` tables); the plain level OUT/degrade0 is shared.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from mmseg_text.cli.common import add_config_args, help_text, run_main
 
 
 def _body(argv: Sequence[str] | None) -> int:
-    from mmseg_text.studies.metadata_study import LEVELS, TEXT_LR_POINT, VARIANTS, run_metadata_study
+    from mmseg_text.data.synthetic import FADES
+    from mmseg_text.studies.metadata_study import LEVELS, TEXT_LR_POINT, VARIANTS, run_metadata_study, study_stem
 
     parser = argparse.ArgumentParser(prog="mmseg-metadata-study", description=help_text(__doc__))
     add_config_args(parser, default_config="configs/metadata_study.yaml")
@@ -28,6 +31,9 @@ def _body(argv: Sequence[str] | None) -> int:
     parser.add_argument("--seeds", type=int, default=5, help="paired seeds on the plain set (default: %(default)s)")
     parser.add_argument("--levels", type=float, nargs="*", default=list(LEVELS),
                         help="degradation levels in (0, 1] of the dose-response (default: %(default)s)")
+    parser.add_argument("--fade", choices=FADES, default="bones",
+                        help="what the degradation hides: the bones (silhouette stays) or the whole hand "
+                             "(default: %(default)s)")
     parser.add_argument("--level-seeds", type=int, default=3, help="paired seeds per level (default: %(default)s)")
     parser.add_argument("--variants", default=None,
                         help="comma-separated subset of: " + ", ".join(v.name for v in VARIANTS) + " (default: all)")
@@ -44,8 +50,8 @@ def _body(argv: Sequence[str] | None) -> int:
     run_metadata_study(args.config, args.out, root=args.root, ids=args.ids, size=args.size, data_seed=args.data_seed,
                        seeds=args.seeds, level_seeds=args.level_seeds, levels=args.levels, overrides=args.overrides,
                        variants=[v for v in VARIANTS if v.name in wanted],
-                       plain_extra=[TEXT_LR_POINT] if args.text_lr_point else [])
-    print((Path(args.out) / "metadata_study.md").read_text())
+                       plain_extra=[TEXT_LR_POINT] if args.text_lr_point else [], fade=args.fade)
+    print((Path(args.out) / f"{study_stem(args.fade)}.md").read_text())
     return 0
 
 

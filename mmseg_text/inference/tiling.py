@@ -26,11 +26,17 @@ from mmseg_text.models.conditioning import TextContext
 WINDOW_MODE_REGISTRY = {"gaussian": "gaussian", "constant": "constant"}
 
 
+# Windows per forward when predict.window_batch_size is unset: a GPU wants a batch; on the CPU one window is the
+# fastest (~0.13 s a 512 px window vs ~0.16 s in fours, 2 cores) and a quarter of the activations of four
+# (~100 MB vs ~390 MB at 512 px, more than the row band itself; benchmarks/predict.py, "windows" section).
+GPU_WINDOW_BATCH, CPU_WINDOW_BATCH = 4, 1
+
+
 @dataclass(frozen=True)
 class WindowOptions:
     overlap: float = 0.5  # fraction of a window shared with its neighbour
     mode: str = "gaussian"  # blending of overlapping windows: gaussian | constant
-    batch_size: int = 4  # windows per forward pass
+    batch_size: Optional[int] = None  # windows per forward pass; None: GPU_WINDOW_BATCH on CUDA, else CPU_WINDOW_BATCH
     stitch_on_cpu: bool = False  # keep the full-resolution output on the CPU (GPU memory is short)
     stitch_half: bool = True  # windows and blend maps in float16: halves the full-resolution buffers (error ~1e-3)
 
@@ -40,6 +46,12 @@ class WindowOptions:
         return cls(overlap=predict_cfg.window_overlap if overlap is None else overlap, mode=predict_cfg.window_mode,
                    batch_size=predict_cfg.window_batch_size, stitch_on_cpu=predict_cfg.stitch_on_cpu,
                    stitch_half=predict_cfg.stitch_half)
+
+    def windows_per_forward(self, device: torch.device | str) -> int:
+        """``batch_size``, or the default for ``device`` when it is unset."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return GPU_WINDOW_BATCH if torch.device(device).type == "cuda" else CPU_WINDOW_BATCH
 
 
 def model_probabilities(model: torch.nn.Module, images: torch.Tensor, context: Optional[TextContext], *,
@@ -61,8 +73,8 @@ def model_probabilities(model: torch.nn.Module, images: torch.Tensor, context: O
     for b in range(images.shape[0]):  # one image at a time: every window of it reads its own caption
         ctx = None if context is None else _one(context, b)
         outputs.append(sliding_window_inference(
-            images[b:b + 1].to(stitch_dtype), roi_size=(window, window), sw_batch_size=options.batch_size,
-            predictor=lambda w, ctx=ctx: forward(w.to(images.dtype), ctx).to(stitch_dtype), overlap=options.overlap,
+            images[b:b + 1].to(stitch_dtype), roi_size=(window, window),
+            sw_batch_size=options.windows_per_forward(images.device), predictor=lambda w, ctx=ctx: forward(w.to(images.dtype), ctx).to(stitch_dtype), overlap=options.overlap,
             mode=blend, sw_device=images.device,
             device=torch.device("cpu") if options.stitch_on_cpu else images.device))
     out = outputs[0] if len(outputs) == 1 else torch.cat(outputs)  # no copy of a lone full-resolution map
@@ -247,8 +259,9 @@ class StitchedRows:
     def _run_window_row(self) -> None:
         shares: list[torch.Tensor] = []  # each window's share of the mean, once the band holds the row's blocks
         for view in self.views:
-            for first in range(0, len(self.xs), self.options.batch_size):
-                self._run_batch(view, range(first, min(first + self.options.batch_size, len(self.xs))), shares)
+            per_forward = self.options.windows_per_forward(view.image.device)
+            for first in range(0, len(self.xs), per_forward):
+                self._run_batch(view, range(first, min(first + per_forward, len(self.xs))), shares)
         self.next_row += 1
         self.final = self.ys[self.next_row] if self.next_row < len(self.ys) else self.height
 
@@ -337,7 +350,8 @@ def _padded_probabilities(view: View, window: int, options: WindowOptions) -> to
     from monai.inferers import sliding_window_inference
 
     image = mirror_images(view.image, view.coord_channels) if view.mirrored else view.image
-    probs = sliding_window_inference(image, roi_size=(window, window), sw_batch_size=options.batch_size,
+    probs = sliding_window_inference(image, roi_size=(window, window),
+                                     sw_batch_size=options.windows_per_forward(image.device),
                                      predictor=view.forward, overlap=options.overlap,
                                      mode=lookup(WINDOW_MODE_REGISTRY, "predict.window_mode", options.mode))[0]
     return probs.flip(-1) if view.mirrored else probs

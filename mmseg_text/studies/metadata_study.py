@@ -6,6 +6,10 @@
    (``mmseg-make-synthetic --degrade L``: the same people, masks and metadata; bone contrast faded, blur and
    noise added), fewer seeds per level. The person's height, sex and age set the hand's size and bone width in
    this generator, so as the pixels fade the metadata should be worth more: conditioning minus none against L.
+   ``fade="bones"`` keeps the soft-tissue silhouette (which already shows the hand's place, size and side);
+   ``fade="hand"`` fades the whole hand and its side letter, so at L = 1 only the metadata tells: the control
+   that rewards metadata by construction. Each fade writes its own study files (``metadata_study[_hand].*``);
+   the plain level is shared.
 
 Each level is an ``ablation.run_ablation`` (a finished run's summary is reused, so the study resumes), scored on
 the held-out test split; ``metadata_study.{json,md,png}`` gather the paired differences to the no-text run.
@@ -33,40 +37,52 @@ LEVELS = (0.5, 1.0)  # degradation levels of the dose-response; level 0 is the p
 SCORE = "test mean"
 
 
-def degraded_root(root: Path, level: float) -> Path:
-    """Where the copy of ``root`` degraded to ``level`` lives: beside it, named by the level."""
-    return root.parent / f"{root.name}_degrade{level:g}"
+def level_name(level: float, fade: str = "bones") -> str:
+    """``degrade0.5`` (bones fade) or ``degrade0.5_hand``: the name of a level's data copy and run folder."""
+    return f"degrade{level:g}" + ("" if fade == "bones" or level == 0 else f"_{fade}")
+
+
+def degraded_root(root: Path, level: float, fade: str = "bones") -> Path:
+    """Where the copy of ``root`` degraded to ``level`` lives: beside it, named by the level (and the fade)."""
+    return root.parent / f"{root.name}_{level_name(level, fade)}"
+
+
+def study_stem(fade: str) -> str:
+    return "metadata_study" + ("" if fade == "bones" else f"_{fade}")
 
 
 def run_metadata_study(config: Optional[str], out: str | Path, *, root: str | Path, ids: int, size: int,
                        data_seed: int = 0, seeds: int = 5, level_seeds: int = 3, levels: Sequence[float] = LEVELS,
                        overrides: Sequence[str] = (), variants: Sequence[Variant] = VARIANTS,
-                       plain_extra: Sequence[Variant] = (),
+                       plain_extra: Sequence[Variant] = (), fade: str = "bones",
                        make_data: Optional[Callable[..., Any]] = None, ablate: Callable[..., dict] = run_ablation
                        ) -> dict[str, Any]:
     """Train (or reuse) every variant x seed on the plain set and on each degraded copy, then write the study.
 
     ``root`` is the plain set (made by ``mmseg-make-synthetic --ids IDS --size SIZE --seed DATA_SEED``); the
     degraded copies are made beside it with the same arguments when missing. ``plain_extra``: variants run on the
-    plain set only (``TEXT_LR_POINT``)."""
-    from mmseg_text.data.synthetic import generate_dataset
+    plain set only (``TEXT_LR_POINT``). ``fade``: what the degradation hides (see the module docstring)."""
+    from mmseg_text.data.synthetic import check_fade, generate_dataset
 
+    check_fade(fade)
     make_data = make_data or generate_dataset
     out, root = Path(out), Path(root)
     plain = dict(root=root, level=0.0, seeds=seeds, variants=list(variants) + list(plain_extra))
-    sets = [plain] + [dict(root=degraded_root(root, lv), level=float(lv), seeds=level_seeds, variants=list(variants))
-                      for lv in levels]
+    sets = [plain] + [dict(root=degraded_root(root, lv, fade), level=float(lv), seeds=level_seeds,
+                           variants=list(variants)) for lv in levels]
     per_level = []
     for s in sets:
-        make_data(s["root"], ids=ids, size=size, seed=data_seed, degrade=s["level"], skip_existing=True,
+        make_data(s["root"], ids=ids, size=size, seed=data_seed, degrade=s["level"], fade=fade, skip_existing=True,
                   progress=False)
-        result = ablate(config, out / f"degrade{s['level']:g}", s["seeds"],
+        result = ablate(config, out / level_name(s["level"], fade), s["seeds"],
                         list(overrides) + [f"data.root={s['root']}"], s["variants"], test=True)
         per_level.append({"level": s["level"], "root": str(s["root"]), "seeds": s["seeds"], "result": result})
     study = summarise(per_level, [v.name for v in list(variants) + list(plain_extra)])
-    atomic_write_json(out / "metadata_study.json", study)
-    atomic_write_text(out / "metadata_study.md", to_markdown(study))
-    plot_dose_response(study, out / "metadata_study.png")
+    study["fade"] = fade
+    stem = study_stem(fade)
+    atomic_write_json(out / f"{stem}.json", study)
+    atomic_write_text(out / f"{stem}.md", to_markdown(study))
+    plot_dose_response(study, out / f"{stem}.png")
     return study
 
 
@@ -97,7 +113,9 @@ def _fmt(x: float, signed: bool = False) -> str:
 
 def to_markdown(study: dict[str, Any]) -> str:
     names = study["variants"]
-    lines = [f"# Is it the text or the metadata? ({study['score']}, mean ± std over seeds)", "",
+    hides = {"bones": "the bones fade, the hand's silhouette stays",
+             "hand": "the whole hand fades: at 1 only the metadata tells"}.get(study.get("fade", "bones"), "")
+    lines = [f"# Is it the text or the metadata? ({study['score']}, mean ± std over seeds; {hides})", "",
              "| degradation | seeds | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for row in study["levels"]:
         cells = [f"{_fmt(row['variants'][n]['mean'])} ± {_fmt(row['variants'][n]['std'])}"
@@ -141,8 +159,9 @@ def plot_dose_response(study: dict[str, Any], path: Path) -> None:
         err = [[0 if math.isnan(e) else e for e in side] for side in err]
         right.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name, color=colour[name])
     right.axhline(0.0, color="grey", lw=0.8)
-    left.set(xlabel="image degradation level", ylabel=f"{study['score']} Dice", title="mean ± std over seeds")
-    right.set(xlabel="image degradation level", ylabel="minus no conditioning (paired)",
+    what = "whole hand fades" if study.get("fade") == "hand" else "bones fade"
+    left.set(xlabel=f"image degradation level ({what})", ylabel=f"{study['score']} Dice", title="mean ± std over seeds")
+    right.set(xlabel=f"image degradation level ({what})", ylabel="minus no conditioning (paired)",
               title="what the metadata is worth (95 % t interval)")
     left.legend(fontsize=8)
     right.legend(fontsize=8)
@@ -150,5 +169,5 @@ def plot_dose_response(study: dict[str, Any], path: Path) -> None:
     atomic_save_figure(fig, path, dpi=110)
 
 
-__all__ = ["LEVELS", "TEXT_LR_POINT", "VARIANTS", "degraded_root", "plot_dose_response", "run_metadata_study", "summarise",
-           "to_markdown"]
+__all__ = ["LEVELS", "TEXT_LR_POINT", "VARIANTS", "degraded_root", "level_name", "plot_dose_response",
+           "run_metadata_study", "study_stem", "summarise", "to_markdown"]

@@ -34,6 +34,52 @@ def test_the_bones_fade_into_the_noise_but_the_hand_stays():
     assert hand.mean() - background.mean() > 40  # the silhouette is still plain to see (of 255)
 
 
+def silhouette_contrast(rendered) -> float:
+    """Mean intensity near the bones minus far from them (of 255): how plainly the hand shows."""
+    import cv2
+
+    from mmseg_text.data.synthetic.contrast import bone_masks
+
+    image, (bone, _) = rendered.image.astype(np.float32), bone_masks(rendered)
+    near = cv2.dilate(bone.astype(np.uint8), np.ones((21, 21), np.uint8)) > 0
+    far = ~(cv2.dilate(bone.astype(np.uint8), np.ones((61, 61), np.uint8)) > 0)
+    return float(image[near].mean() - image[far].mean())
+
+
+def test_the_hand_fade_hides_the_silhouette_and_the_side_letter_too():
+    size = 256
+    plain = render_image(SPEC, size)
+    assert render_image(SPEC, size, 0.0, "hand").image.tobytes() == plain.image.tobytes()  # level 0: same bytes
+    bones_only, half, gone = (render_image(SPEC, size, 1.0), render_image(SPEC, size, 0.5, "hand"),
+                              render_image(SPEC, size, 1.0, "hand"))
+    contrast = [silhouette_contrast(r) for r in (plain, half, gone)]
+    assert contrast[0] > contrast[1] > 10 and abs(contrast[2]) < 1.5  # 512 px: 67 / 38 / 0.0 (bones fade: 29)
+    assert silhouette_contrast(bones_only) > 15
+    assert abs(bone_cnr(gone)) < 0.3
+    # at level 1 nothing in the image depends on the hand: two people's images differ only by noise and exposure
+    other = render_image(PLAN.images[3], size, 1.0, "hand").image.astype(np.float32)
+    assert abs(float(np.corrcoef(gone.image.ravel(), other.ravel())[0, 1])) < 0.3
+    assert max(gone.image.max(), 0) < 255 * 0.6  # no bright lead letter left (plain: letters near white)
+    assert all(np.array_equal(plain.polygons[k], gone.polygons[k]) for k in plain.polygons)
+
+
+def test_an_unknown_fade_is_an_error_naming_the_option(tmp_path):
+    with pytest.raises(ValueError, match=r"fade \(--fade\) must be one of \['bones', 'hand'\]"):
+        render_image(SPEC, 64, 0.5, "skin")
+    with pytest.raises(ValueError, match="--fade"):
+        generate_dataset(tmp_path / "g", ids=2, size=64, degrade=0.5, fade="skin", progress=False)
+    assert not (tmp_path / "g").exists()
+
+
+def test_skip_existing_refuses_another_fade_but_not_at_level_0(tmp_path):
+    generate_dataset(tmp_path / "d", ids=2, size=64, degrade=0.5, progress=False)
+    with pytest.raises(ValueError, match="fade bones vs hand"):
+        generate_dataset(tmp_path / "d", ids=2, size=64, degrade=0.5, fade="hand", skip_existing=True, progress=False)
+    generate_dataset(tmp_path / "p", ids=2, size=64, progress=False)
+    again = generate_dataset(tmp_path / "p", ids=2, size=64, fade="hand", skip_existing=True, progress=False)
+    assert again["written"] == 0
+
+
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
 def test_a_level_outside_0_1_is_an_error_naming_degrade(bad, tmp_path, capsys):
     with pytest.raises(ValueError, match=r"degrade \(--degrade\) must be in \[0, 1\]"):
@@ -59,7 +105,8 @@ def test_the_cli_writes_the_same_annotations_and_metadata_and_records_the_level(
     assert (plain / "synthetic_truth.csv").read_bytes() == (faded / "synthetic_truth.csv").read_bytes()
     pd.testing.assert_frame_equal(pd.read_excel(plain / "meta_data.xlsx"), pd.read_excel(faded / "meta_data.xlsx"))
     assert json.loads((plain / CARD_FILE).read_text())["degrade"] == 0.0
-    assert json.loads((faded / CARD_FILE).read_text()) == {"ids": 3, "size": 64, "seed": 0, "degrade": 1.0}
+    assert json.loads((faded / CARD_FILE).read_text()) == {"ids": 3, "size": 64, "seed": 0, "degrade": 1.0,
+                                                           "fade": "bones"}
 
 
 def test_the_summary_records_the_level_and_skip_existing_refuses_another(tmp_path):

@@ -48,3 +48,13 @@ def test_no_earlier_batch_is_held_through_a_forward_and_the_masks_are_monais(bat
     expected = (probs > torch.tensor(thresholds).view(-1, 1, 1)).numpy()
     assert expected.any() and not expected.all()  # thresholds that cut: the comparison means something
     np.testing.assert_array_equal(np.asarray(masks), expected)
+
+
+def test_unset_window_batch_is_one_window_on_the_cpu_and_four_on_a_gpu():
+    from mmseg_text.config import PredictConfig
+    from mmseg_text.inference.tiling import CPU_WINDOW_BATCH, GPU_WINDOW_BATCH
+
+    unset = WindowOptions.from_config(PredictConfig())
+    assert PredictConfig().window_batch_size is None
+    assert (unset.windows_per_forward("cpu"), unset.windows_per_forward("cuda")) == (CPU_WINDOW_BATCH, GPU_WINDOW_BATCH) == (1, 4)
+    assert WindowOptions(batch_size=3).windows_per_forward("cpu") == 3  # a set value wins on any device

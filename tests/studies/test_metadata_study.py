@@ -30,7 +30,8 @@ def test_every_variant_is_a_valid_config_and_numbers_differ_from_captions_only_b
 def test_the_study_makes_each_degraded_set_and_pairs_each_variant_to_none(tmp_path):
     made, ablations = [], []
 
-    def make_data(root, *, ids, size, seed, degrade, skip_existing, progress):
+    def make_data(root, *, ids, size, seed, degrade, fade, skip_existing, progress):
+        assert fade == "bones"
         made.append((Path(root), ids, size, seed, degrade))
 
     def ablate(config, out, seeds, overrides, variants, test):
@@ -63,6 +64,29 @@ def test_the_study_makes_each_degraded_set_and_pairs_each_variant_to_none(tmp_pa
     md = (tmp_path / "metadata_study.md").read_text()
     assert "| 1 | numbers | +0.120 [" in md and "| 0 | 5 | 0.800 ± 0.008 | 0.800 ± 0.008 |" in md
     assert (tmp_path / "metadata_study.png").stat().st_size > 10_000
+
+
+def test_the_hand_fade_has_its_own_data_runs_and_files_and_shares_the_plain_level(tmp_path):
+    made, outs = [], []
+
+    def make_data(root, *, ids, size, seed, degrade, fade, skip_existing, progress):
+        made.append((Path(root).name, degrade, fade))
+
+    def ablate(config, out, seeds, overrides, variants, test):
+        outs.append(Path(out).name)
+        return aggregate({v.name: {s: {"mean": 0.5, "test mean": 0.8 + JITTER[s]} for s in range(seeds)}
+                          for v in variants})
+
+    study = run_metadata_study(None, tmp_path, root="data/plain", ids=4, size=64, seeds=2, level_seeds=2,
+                               levels=(0.75, 1.0), fade="hand", make_data=make_data, ablate=ablate)
+    assert made == [("plain", 0.0, "hand"), ("plain_degrade0.75_hand", 0.75, "hand"), ("plain_degrade1_hand", 1.0, "hand")]
+    assert outs == ["degrade0", "degrade0.75_hand", "degrade1_hand"]  # degrade0: the bones study's plain runs
+    assert study["fade"] == "hand" and [r["level"] for r in study["levels"]] == [0.0, 0.75, 1.0]
+    assert (tmp_path / "metadata_study_hand.json").exists() and not (tmp_path / "metadata_study.json").exists()
+    assert "only the metadata tells" in (tmp_path / "metadata_study_hand.md").read_text()
+    with pytest.raises(ValueError, match="--fade"):
+        run_metadata_study(None, tmp_path, root="data/plain", ids=4, size=64, fade="skin", make_data=make_data,
+                           ablate=ablate)
 
 
 def test_mmseg_ablate_runs_the_metadata_variants_on_one_level(tmp_path, monkeypatch):

@@ -31,16 +31,16 @@ from mmseg_text.data.synthetic.contrast import bone_cnr
 from mmseg_text.data.synthetic.plan import (BENT_RANGE_DEG, BENT_SHARE, STRAIGHT_LIMIT_DEG, SUFFIX_SHARE,
                                             TEST_ID_SHARE, DatasetPlan, ImageSpec, Person, plan_dataset)
 from mmseg_text.data.synthetic.polygons import annotation_polygon
-from mmseg_text.data.synthetic.render import RenderedImage, check_degrade, render_image
+from mmseg_text.data.synthetic.render import FADES, RenderedImage, check_degrade, check_fade, render_image
 from mmseg_text.data.synthetic.shapes import write_shapes_dataset
 from mmseg_text.data.synthetic.writer import (CARD_FILE, META_FILE, META_HEADERS, TRUTH_FILE, WRONG_JSON_SIZE,
                                               annotation_document, check_catalogue, generate_dataset,
                                               image_paths, truth_frame, write_metadata_xlsx)
 
 __all__ = [
-    "Affine", "BENT_RANGE_DEG", "BENT_SHARE", "BlobBone", "Bone", "CARD_FILE", "DatasetPlan", "ImageSpec",
+    "Affine", "BENT_RANGE_DEG", "BENT_SHARE", "BlobBone", "Bone", "CARD_FILE", "DatasetPlan", "FADES", "ImageSpec",
     "LongBone", "META_FILE", "META_HEADERS", "Person", "RenderedImage", "STRAIGHT_LIMIT_DEG", "SUFFIX_SHARE",
     "TEST_ID_SHARE", "TRUTH_FILE", "WRONG_JSON_SIZE", "anatomy_bone_names", "annotation_document",
-    "annotation_polygon", "bone_cnr", "check_catalogue", "check_degrade", "generate_dataset", "image_paths",
+    "annotation_polygon", "bone_cnr", "check_catalogue", "check_degrade", "check_fade", "generate_dataset", "image_paths",
     "plan_dataset", "ray_bone_names", "render_image", "truth_frame", "write_metadata_xlsx", "write_shapes_dataset",
 ]

@@ -29,6 +29,11 @@ DEGRADE_BONE_FADE = 0.97   # bone attenuation x (1 - 0.97 L) before exposure
 DEGRADE_BLUR = 0.004       # Gaussian sigma, fraction of the image side, at L = 1 (2 px at 512)
 DEGRADE_NOISE = 0.06       # white-noise std at L = 1 (intensity in [0, 1]; 15 of 255)
 DEGRADE_SEED = 7           # the degradation's generator: the spec's seed + this, apart from the image's draws
+# What fades (--fade): "bones" keeps the soft-tissue silhouette, which still shows where the hand lies, how big it
+# is and which side it is; "hand" fades bones, soft tissue and the lead side letter together by (1 - L), so at
+# L = 1 the image holds no anatomy at all (exposure floor, heel ramp, noise) and only the metadata (side, wrist
+# angle, the size set by height and sex) says anything about the masks: the control rewards metadata by construction.
+FADES = ("bones", "hand")
 
 
 def _place(bones_mm: list[Bone], spec: ImageSpec, size: int, forearm_mm: float,
@@ -91,6 +96,13 @@ def check_degrade(degrade: float) -> float:
     return float(degrade)
 
 
+def check_fade(fade: str) -> str:
+    """``fade`` itself, or a ValueError naming the option and the choices."""
+    if fade not in FADES:
+        raise ValueError(f"fade (--fade) must be one of {list(FADES)}, got {fade!r}")
+    return fade
+
+
 def _degrade(image: np.ndarray, level: float, spec: ImageSpec) -> np.ndarray:
     """Blur and noise growing with ``level``, from a generator of its own: the other draws stay as at level 0."""
     size = image.shape[0]
@@ -99,17 +111,18 @@ def _degrade(image: np.ndarray, level: float, spec: ImageSpec) -> np.ndarray:
     return image + DEGRADE_NOISE * level * rng.standard_normal(image.shape).astype(np.float32)
 
 
-def _burn_markers(image: np.ndarray, spec: ImageSpec, occupied: np.ndarray, rng: np.random.Generator) -> None:
+def _burn_markers(image: np.ndarray, spec: ImageSpec, occupied: np.ndarray, rng: np.random.Generator,
+                  strength: float = 1.0) -> None:
     """Lead letters and stray text as they appear on real films: a side letter in an empty corner,
-    sometimes a second label. Bright because lead stops the beam."""
+    sometimes a second label. Bright because lead stops the beam; ``strength`` < 1 fades them (``fade="hand"``)."""
     size = image.shape[0]
     corners = _empty_corners(occupied)
     if rng.random() < 0.85:
         letter = "R" if spec.side == "right" else "L"
-        _put_text(image, letter, corners[0], size * rng.uniform(0.0018, 0.0026), rng)
+        _put_text(image, letter, corners[0], size * rng.uniform(0.0018, 0.0026), rng, strength)
     if rng.random() < 0.35 and len(corners) > 1:
         text = str(rng.choice(["UNIST", "PA", "2022.08", "HAND", str(spec.person.person_id)]))
-        _put_text(image, text, corners[1], size * rng.uniform(0.0007, 0.001), rng)
+        _put_text(image, text, corners[1], size * rng.uniform(0.0007, 0.001), rng, strength)
 
 
 def _empty_corners(occupied: np.ndarray) -> list[tuple[int, int]]:
@@ -122,7 +135,8 @@ def _empty_corners(occupied: np.ndarray) -> list[tuple[int, int]]:
     return [anchors[i] for i in order]
 
 
-def _put_text(image: np.ndarray, text: str, anchor: tuple[int, int], scale: float, rng: np.random.Generator) -> None:
+def _put_text(image: np.ndarray, text: str, anchor: tuple[int, int], scale: float, rng: np.random.Generator,
+              strength: float = 1.0) -> None:
     size = image.shape[0]
     thickness = max(1, int(round(scale * 2.2)))
     (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, scale, thickness)
@@ -132,6 +146,8 @@ def _put_text(image: np.ndarray, text: str, anchor: tuple[int, int], scale: floa
     ink = np.zeros(image.shape, np.uint8)  # OpenCV draws text on 8-bit images only
     cv2.putText(ink, text, (x, y), cv2.FONT_HERSHEY_DUPLEX, scale, 255, thickness, cv2.LINE_AA)
     alpha = ink.astype(np.float32) / 255
+    if strength != 1.0:
+        alpha *= strength
     image *= 1 - alpha
     image += alpha * float(rng.uniform(0.85, 1.0))
 
@@ -142,13 +158,14 @@ class RenderedImage:
     polygons: dict[str, np.ndarray]   # label -> (N, 2) int pixel polygon
 
 
-def render_image(spec: ImageSpec, size: int, degrade: float = 0.0) -> RenderedImage:
-    """Draw one planned image; a pure function of ``spec``, ``size`` and ``degrade`` (same input, same bytes).
+def render_image(spec: ImageSpec, size: int, degrade: float = 0.0, fade: str = "bones") -> RenderedImage:
+    """Draw one planned image; a pure function of ``spec``, ``size``, ``degrade`` and ``fade`` (same input, same bytes).
 
-    ``degrade`` in [0, 1] fades the bones and adds blur and noise (0: the plain image, bit for bit); the
-    polygons do not change. The exposure window stays the plain image's, and the degradation draws from a
-    generator of its own, so the anatomy, placement, exposure and markers are those of level 0."""
-    degrade = check_degrade(degrade)
+    ``degrade`` in [0, 1] fades the bones (``fade="hand"``: the soft tissue and markers too, see ``FADES``) and
+    adds blur and noise (0: the plain image, bit for bit, whatever ``fade``); the polygons do not change. The
+    exposure window stays the plain image's, and the degradation draws from a generator of its own, so the
+    anatomy, placement, exposure and markers are those of level 0."""
+    degrade, fade = check_degrade(degrade), check_fade(fade)
     rng = np.random.default_rng(list(spec.seed))
     body = _body(spec.person, rng)
     bones_mm = _hand_in_mm(body, spec.wrist_angle_deg, rng)
@@ -159,12 +176,16 @@ def render_image(spec: ImageSpec, size: int, degrade: float = 0.0) -> RenderedIm
     tissue = _MU["soft"] * soft
     bone = _bone_attenuation(bones + extras, size, px_per_mm, body, rng)
     top = _window_top(tissue + bone)  # the plain image's window: faded bones are not stretched back to white
-    if degrade > 0:
+    keep = 1.0
+    if degrade > 0 and fade == "bones":
         bone = bone * (1 - DEGRADE_BONE_FADE * degrade)
+    elif degrade > 0:
+        keep = 1.0 - degrade
+        bone, tissue = bone * keep, tissue * keep
     image = _expose(tissue + bone, px_per_mm, rng, top)
     if degrade > 0:
         image = _degrade(image, degrade, spec)
-    _burn_markers(image, spec, soft > 0, rng)
+    _burn_markers(image, spec, soft > 0, rng, keep)
     pixels = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
     polygons = {bone.name: annotation_polygon(bone.outline(), size) for bone in bones}
     return RenderedImage(pixels, polygons)

@@ -23,11 +23,11 @@ from mmseg_text.catalogue import ClassCatalogue, load_catalogue
 from mmseg_text.data.layout import person_dir_name
 from mmseg_text.data.synthetic.anatomy import anatomy_bone_names
 from mmseg_text.data.synthetic.plan import DatasetPlan, ImageSpec, Person, plan_dataset
-from mmseg_text.data.synthetic.render import check_degrade, render_image
+from mmseg_text.data.synthetic.render import check_degrade, check_fade, render_image
 from mmseg_text.io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 TRUTH_FILE = "synthetic_truth.csv"
-CARD_FILE = "synthetic_card.json"  # the generator's arguments (ids, size, seed, degrade)
+CARD_FILE = "synthetic_card.json"  # the generator's arguments (ids, size, seed, degrade, fade)
 META_FILE = "meta_data.xlsx"
 META_HEADERS = ("ID", "나이", "성별", "체중(몸무게)", "키(신장)", None)  # last column: unnamed remarks
 WRONG_JSON_SIZE = {"height": 3060, "width": 3060}  # the real files state this size; it is wrong on purpose
@@ -63,8 +63,8 @@ def image_paths(root: Path, spec: ImageSpec) -> tuple[Path, Path]:
 
 
 def _write_image(task: tuple[Path, ImageSpec, int, tuple[str, ...], float]) -> str:
-    root, spec, size, class_names, degrade = task
-    rendered = render_image(spec, size, degrade)
+    root, spec, size, class_names, degrade, fade = task
+    rendered = render_image(spec, size, degrade, fade)
     png_path, json_path = image_paths(root, spec)
     ok, encoded = cv2.imencode(".png", rendered.image)
     if not ok:
@@ -91,36 +91,37 @@ def check_catalogue(catalogue: ClassCatalogue) -> None:
 
 def generate_dataset(out: str | Path, *, ids: int, size: int = 2048, seed: int = 0, workers: int = 1,
                      progress: bool = True, skip_existing: bool = False,
-                     catalogue: Optional[ClassCatalogue] = None, degrade: float = 0.0) -> dict:
+                     catalogue: Optional[ClassCatalogue] = None, degrade: float = 0.0, fade: str = "bones") -> dict:
     """Write a synthetic dataset in the real layout under ``out`` and return a short summary.
 
     ``skip_existing`` keeps images whose PNG and JSON are already there (same seed -> same files).
     The metadata spreadsheet and ``synthetic_truth.csv`` are always rewritten. ``degrade`` in [0, 1]: images
-    that say less about the bones (render.py), same people, masks and metadata; ``synthetic_card.json`` records
+    that say less about the bones (render.py; ``fade="hand"`` hides the whole hand, not only its bones), same
+    people, masks and metadata; ``synthetic_card.json`` records
     the arguments, and ``skip_existing`` refuses a folder made with other ones.
     """
     if size < 64:
         raise ValueError(f"size must be >= 64 pixels, got {size}")
-    degrade = check_degrade(degrade)
+    degrade, fade = check_degrade(degrade), check_fade(fade)
     catalogue = catalogue or load_catalogue()
     check_catalogue(catalogue)
     started = time.perf_counter()
     root = Path(out)
-    card = {"ids": ids, "size": size, "seed": seed, "degrade": degrade}
+    card = {"ids": ids, "size": size, "seed": seed, "degrade": degrade, "fade": fade}
     _check_card(root, card, skip_existing)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(root / CARD_FILE, card)  # before drawing: an interrupted run is recorded too
     plan = plan_dataset(ids, seed)
     todo = [spec for spec in plan.images
             if not (skip_existing and all(p.exists() for p in image_paths(root, spec)))]
-    tasks = [(root, spec, size, tuple(catalogue.names), degrade) for spec in todo]
+    tasks = [(root, spec, size, tuple(catalogue.names), degrade, fade) for spec in todo]
     _run_tasks(tasks, workers, progress)
     for split in ("train", "test"):
         (root / split / "DCM").mkdir(parents=True, exist_ok=True)
         (root / split / "outputs_json").mkdir(parents=True, exist_ok=True)
     write_metadata_xlsx(root / META_FILE, plan, seed)
     atomic_write_text(root / TRUTH_FILE, truth_frame(plan).to_csv(index=False))
-    return _summary(root, plan, size, seed, degrade, written=len(todo), seconds=time.perf_counter() - started)
+    return _summary(root, plan, size, seed, degrade, fade, written=len(todo), seconds=time.perf_counter() - started)
 
 
 def _check_card(root: Path, card: dict, skip_existing: bool) -> None:
@@ -131,9 +132,12 @@ def _check_card(root: Path, card: dict, skip_existing: bool) -> None:
         return
     try:
         old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"degrade": 0.0}
+        old.setdefault("fade", "bones")  # cards from before --fade
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: unreadable ({err}); remove it or the folder") from None
     differ = {k: (old[k], v) for k, v in card.items() if k in old and old[k] != v}
+    if card["degrade"] == 0 and old.get("degrade") == 0:
+        differ.pop("fade", None)  # nothing fades at level 0: the images are the same bytes
     if differ:
         raise ValueError(f"{root}: --skip-existing would keep images made with other arguments "
                          f"({', '.join(f'{k} {a} vs {b}' for k, (a, b) in differ.items())}); use another --out")
@@ -196,10 +200,11 @@ def write_metadata_xlsx(path: Path, plan: DatasetPlan, seed: int) -> None:
         book.save(tmp)
 
 
-def _summary(root: Path, plan: DatasetPlan, size: int, seed: int, degrade: float, *, written: int,
+def _summary(root: Path, plan: DatasetPlan, size: int, seed: int, degrade: float, fade: str, *, written: int,
              seconds: float) -> dict:
     counts = {split: sum(s.split == split for s in plan.images) for split in ("train", "test")}
     bent = {split: sum(s.split == split and s.bent_wrist for s in plan.images) for split in ("train", "test")}
-    return {"out": str(root), "size": size, "seed": seed, "degrade": degrade, "ids": len(plan.people),
+    return {"out": str(root), "size": size, "seed": seed, "degrade": degrade, "fade": fade,
+            "ids": len(plan.people),
             "test_ids": len(plan.test_ids), "images": counts, "bent_wrist": bent,
             "written": written, "skipped": len(plan.images) - written, "seconds": round(seconds, 2)}
