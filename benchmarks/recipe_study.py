@@ -9,6 +9,8 @@ Variants (each against ``whole256``, the demo recipe on data with 1024 px source
   crops256_of_512   256 crops from a 512 cache: a crop spans half the image, as 1024 crops of 2048 originals do
   crops256_of_1024_coords / crops256_of_512_coords  the same crops with coordinate channels (model.coord_channels:
                     the y, x of each pixel in the whole image), so that a crop knows which finger it shows
+  crops512_of_1024_coords  512 crops of the 1024 cache with coordinates: the winners' ratio (half the side) at 1024,
+                    each step 4x the pixels of the others
   ema               + timm ModelEmaV3 of the weights (validated and exported)
   swa               + stochastic weight averaging of the last quarter (a snapshot every 10 steps, BatchNorm refreshed)
   copy_paste        + carpal copy-paste, p=0.5
@@ -48,6 +50,8 @@ VARIANTS: dict[str, list[str]] = {
                                     "train.batch_dice=false"],
     "crops256_of_512": ["data.cache_size=512", "data.crop_size=256", "predict.window_overlap=0.25"],
     "crops256_of_1024_coords": ["data.cache_size=1024", "data.crop_size=256", "predict.window_overlap=0.25",
+                                "model.coord_channels=true"],
+    "crops512_of_1024_coords": ["data.cache_size=1024", "data.crop_size=512", "predict.window_overlap=0.25",
                                 "model.coord_channels=true"],
     "crops256_of_512_coords": ["data.cache_size=512", "data.crop_size=256", "predict.window_overlap=0.25",
                                "model.coord_channels=true"],
