@@ -62,7 +62,7 @@ def image_paths(root: Path, spec: ImageSpec) -> tuple[Path, Path]:
             root / spec.split / "outputs_json" / person / f"{spec.image_id}.json")
 
 
-def _write_image(task: tuple[Path, ImageSpec, int, tuple[str, ...], float]) -> str:
+def _write_image(task: tuple[Path, ImageSpec, int, tuple[str, ...], float, str]) -> str:
     root, spec, size, class_names, degrade, fade = task
     rendered = render_image(spec, size, degrade, fade)
     png_path, json_path = image_paths(root, spec)
