@@ -18,27 +18,24 @@ import numpy as np
 import pandas as pd
 
 from mmseg_text.catalogue import load_catalogue
-from mmseg_text.data.synthetic import CARD_FILE
+from mmseg_text.data.annotations import load_annotation
 from mmseg_text.data.masks import polygons_to_masks
+from mmseg_text.data.synthetic import CARD_FILE
+from mmseg_text.metrics import dice_per_image
 
 THRESHOLDS = np.linspace(0.05, 0.95, 19)
 
 
 def load_masks(root: Path, split: str, names, size: int, source: int) -> list[tuple[str, np.ndarray]]:
     """(image id, (K, size, size) bool masks) for every annotation JSON of ``split`` (images ``source`` px)."""
-    out = []
-    for path in sorted((root / split / "outputs_json").glob("*/*.json")):
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        polygons = {a["label"]: np.asarray(a["points"]) for a in doc["annotations"]}
-        out.append((path.stem, polygons_to_masks(polygons, names, (size, size), (source, source))))
-    return out
+    return [(path.stem, polygons_to_masks(load_annotation(path, known_labels=names), names, (size, size),
+                                          (source, source)))
+            for path in sorted((root / split / "outputs_json").glob("*/*.json"))]
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per-class Dice of (K, H, W) bool maps (1 where both are empty)."""
-    inter = (pred & truth).sum((1, 2))
-    total = pred.sum((1, 2)) + truth.sum((1, 2))
-    return np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
+    """Per-class competition Dice of one image's (K, H, W) bool maps (metrics.dice_per_image)."""
+    return dice_per_image(pred[None], truth[None])[0].numpy()
 
 
 def fit_prior(masks: list[np.ndarray]) -> np.ndarray:

@@ -74,7 +74,8 @@ def model_probabilities(model: torch.nn.Module, images: torch.Tensor, context: O
         ctx = None if context is None else _one(context, b)
         outputs.append(sliding_window_inference(
             images[b:b + 1].to(stitch_dtype), roi_size=(window, window),
-            sw_batch_size=options.windows_per_forward(images.device), predictor=lambda w, ctx=ctx: forward(w.to(images.dtype), ctx).to(stitch_dtype), overlap=options.overlap,
+            sw_batch_size=options.windows_per_forward(images.device),
+            predictor=lambda w, ctx=ctx: forward(w.to(images.dtype), ctx).to(stitch_dtype), overlap=options.overlap,
             mode=blend, sw_device=images.device,
             device=torch.device("cpu") if options.stitch_on_cpu else images.device))
     out = outputs[0] if len(outputs) == 1 else torch.cat(outputs)  # no copy of a lone full-resolution map
