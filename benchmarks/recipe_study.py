@@ -74,6 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=250)
     p.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS) + ["folds"])
+    p.add_argument("--tta", action="store_true",
+                   help="predict with flip TTA, as make demo does (default: no TTA, as the tables above)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides given to every run (e.g. data.image_size=128 for a cheaper study)")
     return p.parse_args(argv)
@@ -112,7 +114,7 @@ def _score(args, checkpoint: Path, out: Path, env) -> dict:
         root = Path(args.root)
         csv = out / "submission.csv"
         _run([sys.executable, "-m", "mmseg_text.cli.predict", "--checkpoint", str(checkpoint), "--images",
-              str(root / "test" / "DCM"), "--with-meta", "--meta", str(root / "meta_data.xlsx"), "--no-tta",
+              str(root / "test" / "DCM"), "--with-meta", "--meta", str(root / "meta_data.xlsx"), *([] if args.tta else ["--no-tta"]),
               "--device", "cpu", "--out", str(csv)], out / "study.log", env)
         _run([sys.executable, "-m", "mmseg_text.cli.evaluate", "--pred", str(csv), "--gt",
               str(root / "test" / "outputs_json"), "--out", str(out), "--no-progress"], out / "study.log", env)
