@@ -114,8 +114,8 @@ def _score(args, checkpoint: Path, out: Path, env) -> dict:
         root = Path(args.root)
         csv = out / "submission.csv"
         _run([sys.executable, "-m", "mmseg_text.cli.predict", "--checkpoint", str(checkpoint), "--images",
-              str(root / "test" / "DCM"), "--with-meta", "--meta", str(root / "meta_data.xlsx"), *([] if args.tta else ["--no-tta"]),
-              "--device", "cpu", "--out", str(csv)], out / "study.log", env)
+              str(root / "test" / "DCM"), "--with-meta", "--meta", str(root / "meta_data.xlsx"),
+              *([] if args.tta else ["--no-tta"]), "--device", "cpu", "--out", str(csv)], out / "study.log", env)
         _run([sys.executable, "-m", "mmseg_text.cli.evaluate", "--pred", str(csv), "--gt",
               str(root / "test" / "outputs_json"), "--out", str(out), "--no-progress"], out / "study.log", env)
     return json.loads(evaluation.read_text())
