@@ -52,7 +52,8 @@ MIXED_PRECISIONS = ("no", "fp16", "bf16")
 # 2,097 px at 2048²: a fraction, so a rule tuned at the validation size means the same at the original size).
 # "attached": keep the components that touch the bone the catalogue says the class articulates with (attached_to).
 # The order is the preference on validation ties: the anatomical rule, then the mild ones, then the most aggressive.
-POSTPROCESS_RULES = ("none", "attached", "min_area:0.0001", "min_area:0.0005", "min_area:0.002", "largest")
+POSTPROCESS_RULES = ("none", "attached", "min_area:0.0001", "min_area:0.0005", "min_area:0.002", "largest",
+                     "exclusive")
 COORD_CHANNELS = 2  # model.coord_channels: y, x of each pixel in the whole image (data/preprocess.py)
 TEXT_MODES = ("none", "classes", "meta", "meta+classes")
 

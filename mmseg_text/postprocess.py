@@ -6,6 +6,9 @@ A bone is one blob, and each class has a rule that cleans its thresholded mask:
   attached      keep the components that touch the bone the class articulates with (the catalogue's
                 ``attached_to``): a fingertip label the model paints on all three look-alike tips keeps the one on
                 its own finger
+  exclusive     drop the pixels another class's mask claims, then keep the largest component: a label the model
+                spreads over its neighbour too (the scaphoid's over the lunate, a tip's over the next finger's tip)
+                gives the neighbour back, where the neighbour's own label is right
 Whether a rule pays is a property of the model and the class, so it is chosen per class on held-out predictions
 (validation, or the out-of-fold predictions of a k-fold run) and kept only where it raises Dice there
 (``thresholds.best_thresholds_and_rules``); the choice is stored beside the thresholds in ``thresholds.json`` and
@@ -22,6 +25,9 @@ from mmseg_text.choices import POSTPROCESS_RULES
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 _MIN_AREA = "min_area:"
+# "exclusive": a class claims a pixel where its probability is above this, in tuning and at prediction alike (not
+# at its tuned threshold, which may be as low as 0.1 and would claim a neighbour's edge)
+CLAIM_THRESHOLD = 0.5
 # "touching" for the attached rule: within this fraction of the image's longer side (5 px at 512, 20 at 2048). The
 # seed-0 demo model's test Dice with the rule on every attached class: 0.878 / 0.903 / 0.905 / 0.900 at 1 / 3 / 6 /
 # 12 px of 512 (0.855 without).
@@ -45,12 +51,40 @@ def min_area_fraction(rule: str) -> float | None:
 def is_rule(rule: object) -> bool:
     if not isinstance(rule, str):
         return False
-    if rule in ("none", "largest", "attached"):
+    if rule in ("none", "largest", "attached", "exclusive"):
         return True
     try:
         return min_area_fraction(rule) is not None
     except ValueError:
         return False
+
+
+class Claims:
+    """Which classes claim each pixel for "exclusive" (probability above ``CLAIM_THRESHOLD``): how many, and which
+    where only one does. Two (H, W) arrays instead of a mask per class."""
+
+    def __init__(self, count: np.ndarray, first: np.ndarray):
+        self.count, self.first = count, first
+
+    @classmethod
+    def empty(cls, height: int, width: int) -> "Claims":
+        return cls(np.zeros((height, width), np.uint16), np.zeros((height, width), np.uint16))
+
+    @classmethod
+    def of(cls, confident: np.ndarray) -> "Claims":
+        """From bool (K, H, W): each class's pixels above the claim threshold."""
+        confident = np.asarray(confident, dtype=bool)
+        return cls(confident.sum(0, dtype=np.uint16), confident.argmax(0).astype(np.uint16))
+
+    def set_rows(self, start: int, confident: np.ndarray) -> None:
+        """Rows ``start:`` from bool (K, rows, W), a band at a time (prediction by rows)."""
+        part = Claims.of(confident)
+        stop = start + confident.shape[1]
+        self.count[start:stop], self.first[start:stop] = part.count, part.first
+
+    def by_others(self, k: int) -> np.ndarray:
+        """bool (H, W): the pixels a class other than ``k`` claims."""
+        return (self.count >= 2) | ((self.count == 1) & (self.first != k))
 
 
 def _labelled(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -109,10 +143,14 @@ def _touching(labels: np.ndarray, count: int, attached_near: Optional[np.ndarray
     return touching
 
 
-def apply_rule(mask: np.ndarray, rule: str, attached_near: Optional[np.ndarray] = None) -> np.ndarray:
-    """``mask`` after ``rule``; ``attached_near``: ``near(mask of the attached bone)``, for "attached"."""
+def apply_rule(mask: np.ndarray, rule: str, attached_near: Optional[np.ndarray] = None,
+               claimed: Optional[np.ndarray] = None) -> np.ndarray:
+    """``mask`` after ``rule``; ``attached_near``: ``near(mask of the attached bone)``, for "attached"; ``claimed``:
+    the pixels of the other classes' masks, for "exclusive" (None: nothing claimed)."""
     if rule == "none":
         return mask
+    if rule == "exclusive":
+        return apply_rule(mask & ~claimed if claimed is not None else mask, "largest")
     if not is_rule(rule):
         min_area_fraction(rule)  # a malformed min_area says what it takes
         raise ValueError(f"unknown post-processing rule {rule!r}; expected one of {POSTPROCESS_RULES}")
@@ -123,15 +161,21 @@ def apply_rule(mask: np.ndarray, rule: str, attached_near: Optional[np.ndarray] 
 
 
 def component_rule_counts(mask: np.ndarray, target: np.ndarray, rules: Sequence[str],
-                          attached_near: Optional[np.ndarray] = None) -> list[tuple[int, int]]:
-    """Per rule, (intersection with ``target``, kept pixels) of ``mask`` after the rule: one labelling for all."""
+                          attached_near: Optional[np.ndarray] = None,
+                          claimed: Optional[np.ndarray] = None) -> list[tuple[int, int]]:
+    """Per rule, (intersection with ``target``, kept pixels) of ``mask`` after the rule: one labelling for all (and
+    one more for "exclusive" where another class claims some of ``mask``)."""
     labels, sizes = _labelled(mask)
     hits = np.bincount(labels[target], minlength=len(sizes))
     hits[0] = 0
     touching = _touching(labels, len(sizes), attached_near)
     out = []
     for rule in rules:
-        keep = kept_labels(sizes, rule, mask.size, touching)
+        if rule == "exclusive" and claimed is not None and (mask & claimed).any():
+            kept = apply_rule(mask, rule, claimed=claimed)
+            out.append((int((kept & target).sum()), int(kept.sum())))
+            continue
+        keep = kept_labels(sizes, "largest" if rule == "exclusive" else rule, mask.size, touching)
         out.append((int(hits[keep].sum()), int(sizes[keep].sum())))
     return out
 
@@ -142,18 +186,22 @@ def check_rules(rules: Sequence[str], num_classes: int, source: str) -> list[str
         raise ValueError(f"{source}: {len(rules)} post-processing rules for {num_classes} classes")
     bad = sorted({str(r) for r in rules if not is_rule(r)})
     if bad:
-        raise ValueError(f"{source}: unknown post-processing rule(s) {bad}; expected 'none', 'largest', 'attached' "
-                         "or 'min_area:F' (F a fraction of the image area)")
+        raise ValueError(f"{source}: unknown post-processing rule(s) {bad}; expected 'none', 'largest', 'attached', "
+                         "'exclusive' or 'min_area:F' (F a fraction of the image area)")
     return rules
 
 
 class PostProcessed:
     """Masks (K, H, W) (a bool array or ``tiling.PackedMasks``) with each class's rule applied when the class is
     read: one class mask at a time, so packed masks stay packed. "attached" reads the attached bone's mask after
-    that bone's own rule (``attached_to``: the catalogue's indices); those masks are kept while in use."""
+    that bone's own rule (``attached_to``: the catalogue's indices); those masks are kept while in use. "exclusive"
+    reads ``claims`` (the classes above ``CLAIM_THRESHOLD``, as the tuning counted them); without it, the other
+    classes' masks at their thresholds, before their rules."""
 
-    def __init__(self, masks, rules: Sequence[str], attached_to: Optional[Sequence[Optional[int]]] = None):
+    def __init__(self, masks, rules: Sequence[str], attached_to: Optional[Sequence[Optional[int]]] = None,
+                 claims: Optional[Claims] = None):
         self.masks = masks
+        self._claims = claims
         self.rules = check_rules(rules, len(masks), "post-processing")
         self.shape = tuple(masks.shape)
         self.attached_to = list(attached_to) if attached_to is not None else [None] * len(self.rules)
@@ -166,12 +214,19 @@ class PostProcessed:
         return len(self.masks)
 
     def __getitem__(self, k: int) -> np.ndarray:
+        if self.rules[k] == "exclusive":
+            return apply_rule(np.asarray(self.masks[k]), "exclusive", claimed=self.claims().by_others(k))
         parent = self.attached_to[k] if self.rules[k] == "attached" else None
         if parent is None:
             return apply_rule(np.asarray(self.masks[k]), self.rules[k])
         if parent not in self._parents:
             self._parents[parent] = self[parent]
         return apply_rule(np.asarray(self.masks[k]), "attached", near(self._parents[parent]))
+
+    def claims(self) -> Claims:
+        if self._claims is None:
+            self._claims = Claims.of(np.asarray(self.masks))
+        return self._claims
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return (self[k] for k in range(len(self)))
@@ -181,8 +236,9 @@ class PostProcessed:
         return out if dtype is None else out.astype(dtype)
 
 
-def postprocessed(masks, rules: Sequence[str] | None, attached_to: Optional[Sequence[Optional[int]]] = None):
+def postprocessed(masks, rules: Sequence[str] | None, attached_to: Optional[Sequence[Optional[int]]] = None,
+                  claims: Optional[Claims] = None):
     """``masks`` as they are when no rule does anything, else ``PostProcessed``."""
     if rules is None or all(r == "none" for r in rules):
         return masks
-    return PostProcessed(masks, rules, attached_to)
+    return PostProcessed(masks, rules, attached_to, claims)

@@ -4,7 +4,7 @@ For every image, class and candidate threshold only the three Dice counts are ke
 pass can sweep many thresholds without storing probability maps, and counts from several ranks or
 batches concatenate exactly. With ``components``, the same counts are also kept for the mask after each
 connected-component rule (``postprocess.py``: the largest component, small objects dropped, the components that
-touch the attached bone), so the threshold and the post-processing rule of a class are chosen together, on
+touch the attached bone, the pixels no other class claims), so the threshold and the post-processing rule of a class are chosen together, on
 validation or on out-of-fold counts, from the same statistics.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from mmseg_text.choices import POSTPROCESS_RULES
 from mmseg_text.io import atomic_path
 from mmseg_text.metrics import SMOOTH, ArrayLike, _as_tensor, _check_pair, _zip_strict, dice_from_counts
-from mmseg_text.postprocess import check_rules, component_rule_counts, near
+from mmseg_text.postprocess import CLAIM_THRESHOLD, Claims, check_rules, component_rule_counts, near
 
 DEFAULT_THRESHOLD_CANDIDATES = np.linspace(0.1, 0.9, 17)  # 0.10, 0.15, ..., 0.90
 TUNED_RULES = tuple(r for r in POSTPROCESS_RULES if r != "none")  # what train.tune_postprocess tries per class
@@ -107,7 +107,8 @@ def threshold_sweep_counts(probs: ArrayLike, target: ArrayLike,
     image, class and candidate whose mask has more than one pixel, for all rules, on the CPU: ~0.2 s per image of
     29 classes at 256²). ``attached_to`` (the catalogue's): for the "attached" rule, the bone each class touches,
     taken as ``probs > 0.5`` of that class without its own rule (an approximation of prediction, where the
-    attached bone has its tuned threshold and rule).
+    attached bone has its tuned threshold and rule); for "exclusive", the pixels other classes claim (``probs >
+    CLAIM_THRESHOLD``, as at prediction).
     """
     probs_t, target_t = _as_tensor(probs), _as_tensor(target)
     _check_pair(probs_t, target_t)
@@ -172,14 +173,18 @@ def _component_rule_counts(probs: torch.Tensor, target: torch.Tensor, boundaries
     if len(attached_to) != classes:
         raise ValueError(f"attached_to has {len(attached_to)} entries for {classes} classes")
     half = probs_np.dtype.type(0.5)
+    claims = None
     for b, k in np.ndindex(batch, classes):
         p, t = probs_np[b, k], target_np[b, k]
         parent = attached_to[k] if "attached" in rules else None
         attached_near = near(probs_np[b, parent] > half) if parent is not None else None
+        if "exclusive" in rules and k == 0:  # the classes that claim each pixel of image b
+            claims = Claims.of(probs_np[b] > probs_np.dtype.type(CLAIM_THRESHOLD))
+        claimed = claims.by_others(k) if claims is not None else None
         for j, cut in enumerate(cuts):
             if sizes[b, k, j] <= 1:
                 continue
-            for r, (hit, size) in enumerate(component_rule_counts(p > cut, t, rules, attached_near)):
+            for r, (hit, size) in enumerate(component_rule_counts(p > cut, t, rules, attached_near, claimed)):
                 inter[b, r, k, j], kept[b, r, k, j] = hit, size
     device = pred_sum.device
     return inter.to(device), kept.to(device)

@@ -36,7 +36,7 @@ from mmseg_text.data.preprocess import Preprocessor, mirror_images
 from mmseg_text.data.facts import UNKNOWN_FACTS, flip_side
 from mmseg_text.data.wrist import hand_facts_from_masks
 from mmseg_text.calibration import scaled_probabilities
-from mmseg_text.postprocess import postprocessed
+from mmseg_text.postprocess import CLAIM_THRESHOLD, postprocessed
 from mmseg_text.inference.model_dir import ExportedModel, find_exported, load_exported, read_thresholds
 from mmseg_text.inference.tiling import (PackedMasks, ResizedRows, TensorRows, View, WindowOptions, blended_rows,
                                          masks_from_rows, model_probabilities, multiscale, scaled_images,
@@ -253,15 +253,21 @@ class Predictor:
         masks, instead of the (K, R, R) float maps of every member and view plus MONAI's own buffers. The images of
         a batch then go through the network one by one, as the windows of ``model_probabilities`` already do.
         """
+        claim = CLAIM_THRESHOLD if "exclusive" in self.postprocess else None
         if not (self.stitch_rows and self.tiles):
             for probs, size in zip(self.probabilities(pixels, sides, metas), sizes):
-                yield postprocessed(self.masks_at_original_size(probs, size), self.postprocess,
-                                    self.catalogue.attached_to)
+                masks = masks_from_rows(self._rows_at(probs, size), self.thresholds, claim_threshold=claim)
+                yield self._postprocessed(masks, claim)
             return
         for b, size in enumerate(sizes):
-            yield postprocessed(masks_from_rows(self.row_source(pixels[b:b + 1], sides[b:b + 1], metas[b:b + 1], size),
-                                                self.thresholds, packed=True), self.postprocess,
-                                self.catalogue.attached_to)
+            masks = masks_from_rows(self.row_source(pixels[b:b + 1], sides[b:b + 1], metas[b:b + 1], size),
+                                    self.thresholds, packed=True, claim_threshold=claim)
+            yield self._postprocessed(masks, claim)
+
+    def _postprocessed(self, masks, claim: Optional[float]):
+        """The per-class rules on ``masks_from_rows``'s output (with its claims for "exclusive")."""
+        masks, claims = masks if claim is not None else (masks, None)
+        return postprocessed(masks, self.postprocess, self.catalogue.attached_to, claims)
 
     def row_source(self, pixels: torch.Tensor, sides: Sequence[str], metas: Sequence[dict], size: tuple[int, int]):
         """One image's (``pixels`` (1, R, R)) ``probabilities`` at ``size``, as bands of rows (``tiling.blended_rows``):
@@ -292,10 +298,12 @@ class Predictor:
     def masks_at_original_size(self, probs: torch.Tensor, orig_size: tuple[int, int]) -> np.ndarray:
         """Bilinear upsampling of (K, R, R) probabilities to (H0, W0), per-class thresholds -> bool (K, H0, W0);
         a band of rows at a time (``tiling.ResizedRows``): no (K, H0, W0) float map."""
+        return masks_from_rows(self._rows_at(probs, orig_size), self.thresholds)
+
+    @staticmethod
+    def _rows_at(probs: torch.Tensor, size: tuple[int, int]):
         source = TensorRows(probs)
-        if tuple(probs.shape[-2:]) != tuple(orig_size):
-            source = ResizedRows(source, *orig_size)
-        return masks_from_rows(source, self.thresholds)
+        return source if tuple(probs.shape[-2:]) == tuple(size) else ResizedRows(source, *size)
 
 
 class AutocastForward(torch.nn.Module):

@@ -21,6 +21,7 @@ from mmseg_text.data.preprocess import mirror_images
 
 from mmseg_text.choices import lookup
 from mmseg_text.models.conditioning import TextContext
+from mmseg_text.postprocess import Claims
 
 # predict.window_mode -> MONAI's blend mode name; the names are choices.WINDOW_MODES.
 WINDOW_MODE_REGISTRY = {"gaussian": "gaussian", "constant": "constant"}
@@ -387,15 +388,20 @@ class PackedMasks:
 
 
 def masks_from_rows(source, thresholds: Sequence[float] | np.ndarray, band: int = BAND_ROWS,
-                    packed: bool = False) -> np.ndarray | PackedMasks:
+                    packed: bool = False, claim_threshold: Optional[float] = None):
     """bool (K, H, W): every band of ``source`` thresholded per class as soon as it is complete; ``packed``: as
-    ``PackedMasks`` (an eighth of the bytes: 15 MB instead of 122 MB for 29 classes at 2048²)."""
-    out = None
+    ``PackedMasks`` (an eighth of the bytes: 15 MB instead of 122 MB for 29 classes at 2048²). ``claim_threshold``:
+    also the ``postprocess.Claims`` of the same rows (the "exclusive" rule's), returned as ``(masks, claims)``."""
+    out = claims = None
     for start, rows in iter_rows(source, band):
         if out is None:
             width = -(-source.width // 8) if packed else source.width
             out = np.empty((rows.shape[0], source.height, width), dtype=np.uint8 if packed else bool)
             cut = torch.as_tensor(np.asarray(thresholds, dtype=np.float32), device=rows.device).view(-1, 1, 1)
+            claims = Claims.empty(source.height, source.width) if claim_threshold is not None else None
         masks = (rows > cut).cpu().numpy()
         out[:, start:start + rows.shape[1]] = np.packbits(masks, axis=-1) if packed else masks
-    return PackedMasks(out, source.width) if packed else out
+        if claims is not None:
+            claims.set_rows(start, (rows > claim_threshold).cpu().numpy())
+    masks = PackedMasks(out, source.width) if packed else out
+    return (masks, claims) if claim_threshold is not None else masks

@@ -19,7 +19,7 @@ from mmseg_text.calibration import CalibrationCounts, TemperatureCounts, calibra
 from mmseg_text.catalogue import ClassCatalogue
 from mmseg_text.inference.tiling import WindowOptions, model_probabilities
 from mmseg_text.metrics import DiceAccumulator, dice_per_image
-from mmseg_text.thresholds import SweepCounts, best_thresholds_and_rules, threshold_sweep_counts
+from mmseg_text.thresholds import TUNED_RULES, SweepCounts, best_thresholds_and_rules, threshold_sweep_counts
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -99,12 +99,13 @@ def tuned_thresholds(counts: SweepCounts) -> tuple[list[float], list[str], float
 def validate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue, *, text=None,
              thresholds: float | Sequence[float] = DEFAULT_THRESHOLD, tune_thresholds: bool = False,
              tune_postprocess: bool = False, fit_temperature: bool = False, channels_last: bool = False,
-             window: Optional[int] = None,
-             window_options: WindowOptions = WindowOptions()) -> EvalResult:
+             window: Optional[int] = None, window_options: WindowOptions = WindowOptions(),
+             rules: Sequence[str] = TUNED_RULES) -> EvalResult:
     """Run the model over ``loader``; rows from all ranks are gathered (no duplicated samples).
     ``window``: the model's input size when images are larger (tiled as in prediction). ``tune_postprocess``
     (with ``tune_thresholds``): also choose per class a connected-component rule (the largest component, small
-    objects dropped, the components touching the catalogue's attached bone, or none: postprocess.py). ``fit_temperature``: also the NLL and ECE of every candidate temperature
+    objects dropped, the components touching the catalogue's attached bone, the pixels no other class claims, or
+    none: postprocess.py; ``rules``: those tried). ``fit_temperature``: also the NLL and ECE of every candidate temperature
     (calibration.py), from which one temperature per class is fitted."""
     model.eval()
     dice = DiceAccumulator(catalogue.names)
@@ -127,7 +128,7 @@ def validate(model, loader, accelerator: Accelerator, catalogue: ClassCatalogue,
             scaled = temperature_counts(probs, targets)
             local += [scaled.nll, scaled.pixels, scaled.prob_sum, scaled.hits]
         if tune_thresholds:
-            sweep = threshold_sweep_counts(probs, targets, components=tune_postprocess,
+            sweep = threshold_sweep_counts(probs, targets, components=tune_postprocess, rules=rules,
                                            attached_to=catalogue.attached_to or None)
             local += [sweep.intersection, sweep.pred_sum, sweep.target_sum]
             if tune_postprocess:

@@ -383,3 +383,59 @@ def test_a_largest_component_rule_of_thresholds_json_is_applied_and_no_postproce
         np.testing.assert_array_equal(after, keep_largest_component(before))
         changed += int(not np.array_equal(before, after))
     assert changed > 0  # the rule did something here
+
+
+def test_tune_chooses_again_on_the_same_validation_and_keeps_the_weights(checkpoint, tmp_path, capsys):
+    """mmseg-tune with the run's own setting (thresholds only) reproduces its thresholds.json; with every rule the
+    held-out Dice can only rise (a rule is kept only where it raises it); the weights are copied unchanged."""
+    from mmseg_text.cli.tune import main as tune_main
+
+    same, ruled = tmp_path / "same", tmp_path / "ruled"
+    assert tune_main(["--checkpoint", str(checkpoint), "--out", str(same), "--rules", "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["changed"] == {} and report["validation_images"] > 0
+    before = json.loads((checkpoint / "thresholds.json").read_text())
+    after = json.loads((same / "thresholds.json").read_text())
+    assert after["thresholds"] == before["thresholds"] and after["postprocess"] == before["postprocess"]
+    assert (same / "model.safetensors").read_bytes() == (checkpoint / "model.safetensors").read_bytes()
+    assert tune_main(["--checkpoint", str(checkpoint), "--out", str(ruled), "--no-progress"]) == 0
+    with_rules = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert with_rules["tuned_mean_dice"] >= report["tuned_mean_dice"] - 1e-12
+    rules = json.loads((ruled / "thresholds.json").read_text())["postprocess"]
+    assert set(rules) <= {"none", *with_rules["rules"]} and "exclusive" in with_rules["rules"]
+    assert tune_main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "bad"), "--rules", "biggest"]) == 1
+    assert "unknown post-processing rule(s) ['biggest']" in capsys.readouterr().err
+
+
+def test_an_exclusive_rule_at_prediction_reads_the_claims_above_one_half(checkpoint, tiny_root, tmp_path):
+    """Every class on "exclusive" at a low threshold: the CSV holds each mask less the pixels another class has above
+    0.5 (as the tuning counted), then its largest component."""
+    import shutil
+
+    from mmseg_text.postprocess import Claims, keep_largest_component
+
+    model = tmp_path / "best"
+    shutil.copytree(checkpoint, model)
+    doc = json.loads((model / "thresholds.json").read_text())
+    doc["thresholds"] = [0.3] * len(doc["classes"])
+    doc["postprocess"] = ["exclusive"] * len(doc["classes"])
+    (model / "thresholds.json").write_text(json.dumps(doc))
+    images = tiny_root / "test" / "DCM"
+    out = tmp_path / "exclusive.csv"
+    assert predict_cli.main(["--checkpoint", str(model), "--images", str(images), "--out", str(out), "--no-tta"]) == 0
+    predictor = Predictor([model], PredictOptions(tta_hflip=False))
+    path = sorted(images.rglob("*.png"))[0]
+    size = read_image(path).shape[:2]
+    batch = ImageFiles([path], predictor.preprocess)[0]["pixels"][None]
+    probs = predictor.probabilities(batch, ["unknown"], [predictor.person_facts(path)])[0]
+    masks = predictor.masks_at_original_size(probs, size)
+    predictor.thresholds = np.full(len(doc["classes"]), 0.5)
+    claims = Claims.of(predictor.masks_at_original_size(probs, size))
+    rows = read_submission(out)
+    rows = rows[rows["image_name"] == path.name]
+    removed = 0
+    for k, rle in enumerate(rows["rle"]):
+        expected = keep_largest_component(masks[k] & ~claims.by_others(k))
+        np.testing.assert_array_equal(rle_decode(rle, size), expected)
+        removed += int((masks[k] & claims.by_others(k)).sum())
+    assert removed > 0  # the rule took pixels away here
