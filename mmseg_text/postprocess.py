@@ -6,9 +6,10 @@ A bone is one blob, and each class has a rule that cleans its thresholded mask:
   attached      keep the components that touch the bone the class articulates with (the catalogue's
                 ``attached_to``): a fingertip label the model paints on all three look-alike tips keeps the one on
                 its own finger
-  exclusive     drop the pixels another class's mask claims, then keep the largest component: a label the model
-                spreads over its neighbour too (the scaphoid's over the lunate, a tip's over the next finger's tip)
-                gives the neighbour back, where the neighbour's own label is right
+  exclusive     drop the pixels another class claims (its probability above 0.5), then keep the largest component:
+                a label the model spreads over its neighbour too (the scaphoid's over the lunate, a tip's over the
+                next finger's tip) gives the neighbour back, where the neighbour's own label is right. The bones a
+                class articulates with (``attached_to`` both ways) do not count: a joint overlaps in projection
 Whether a rule pays is a property of the model and the class, so it is chosen per class on held-out predictions
 (validation, or the out-of-fold predictions of a k-fold run) and kept only where it raises Dice there
 (``thresholds.best_thresholds_and_rules``); the choice is stored beside the thresholds in ``thresholds.json`` and
@@ -60,31 +61,43 @@ def is_rule(rule: object) -> bool:
 
 
 class Claims:
-    """Which classes claim each pixel for "exclusive" (probability above ``CLAIM_THRESHOLD``): how many, and which
-    where only one does. Two (H, W) arrays instead of a mask per class."""
+    """Which classes claim each pixel for "exclusive" (probability above ``CLAIM_THRESHOLD``): how many, as one
+    (H, W) count, and each class's claim as packed bits (an eighth of a byte per pixel and class)."""
 
-    def __init__(self, count: np.ndarray, first: np.ndarray):
-        self.count, self.first = count, first
+    def __init__(self, count: np.ndarray, bits: np.ndarray, width: int):
+        self.count, self.bits, self.width = count, bits, width
 
     @classmethod
-    def empty(cls, height: int, width: int) -> "Claims":
-        return cls(np.zeros((height, width), np.uint16), np.zeros((height, width), np.uint16))
+    def empty(cls, classes: int, height: int, width: int) -> "Claims":
+        return cls(np.zeros((height, width), np.uint16), np.zeros((classes, height, -(-width // 8)), np.uint8), width)
 
     @classmethod
     def of(cls, confident: np.ndarray) -> "Claims":
         """From bool (K, H, W): each class's pixels above the claim threshold."""
         confident = np.asarray(confident, dtype=bool)
-        return cls(confident.sum(0, dtype=np.uint16), confident.argmax(0).astype(np.uint16))
+        return cls(confident.sum(0, dtype=np.uint16), np.packbits(confident, axis=-1), confident.shape[-1])
 
     def set_rows(self, start: int, confident: np.ndarray) -> None:
         """Rows ``start:`` from bool (K, rows, W), a band at a time (prediction by rows)."""
-        part = Claims.of(confident)
         stop = start + confident.shape[1]
-        self.count[start:stop], self.first[start:stop] = part.count, part.first
+        self.count[start:stop] = confident.sum(0, dtype=np.uint16)
+        self.bits[:, start:stop] = np.packbits(confident, axis=-1)
 
-    def by_others(self, k: int) -> np.ndarray:
-        """bool (H, W): the pixels a class other than ``k`` claims."""
-        return (self.count >= 2) | ((self.count == 1) & (self.first != k))
+    def of_class(self, k: int) -> np.ndarray:
+        return np.unpackbits(self.bits[k], axis=-1, count=self.width).view(bool)
+
+    def by_others(self, k: int, allowed: Sequence[int] = ()) -> np.ndarray:
+        """bool (H, W): the pixels a class other than ``k`` and the ``allowed`` ones claims."""
+        own = sum((self.of_class(j).astype(np.uint16) for j in {k, *allowed}), np.zeros_like(self.count))
+        return self.count > own
+
+
+def joint_neighbours(attached_to: Optional[Sequence[Optional[int]]], num_classes: int) -> list[tuple[int, ...]]:
+    """Per class, the bones it articulates with: its ``attached_to`` and the classes attached to it. Their masks
+    may overlap its own (a joint in projection), so "exclusive" lets them."""
+    attached = list(attached_to) if attached_to is not None else [None] * num_classes
+    return [tuple(sorted({j for j in [attached[k]] if j is not None} | {j for j, a in enumerate(attached) if a == k}))
+            for k in range(num_classes)]
 
 
 def _labelled(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +209,7 @@ class PostProcessed:
     read: one class mask at a time, so packed masks stay packed. "attached" reads the attached bone's mask after
     that bone's own rule (``attached_to``: the catalogue's indices); those masks are kept while in use. "exclusive"
     reads ``claims`` (the classes above ``CLAIM_THRESHOLD``, as the tuning counted them); without it, the other
-    classes' masks at their thresholds, before their rules."""
+    classes' masks at their thresholds, before their rules; the bones of ``joint_neighbours`` are not counted."""
 
     def __init__(self, masks, rules: Sequence[str], attached_to: Optional[Sequence[Optional[int]]] = None,
                  claims: Optional[Claims] = None):
@@ -209,13 +222,15 @@ class PostProcessed:
             raise ValueError(f"post-processing: attached_to has {len(self.attached_to)} entries for "
                              f"{len(self.rules)} classes")
         self._parents: dict[int, np.ndarray] = {}
+        self.neighbours = joint_neighbours(self.attached_to, len(self.rules))
 
     def __len__(self) -> int:
         return len(self.masks)
 
     def __getitem__(self, k: int) -> np.ndarray:
         if self.rules[k] == "exclusive":
-            return apply_rule(np.asarray(self.masks[k]), "exclusive", claimed=self.claims().by_others(k))
+            claimed = self.claims().by_others(k, self.neighbours[k])
+            return apply_rule(np.asarray(self.masks[k]), "exclusive", claimed=claimed)
         parent = self.attached_to[k] if self.rules[k] == "attached" else None
         if parent is None:
             return apply_rule(np.asarray(self.masks[k]), self.rules[k])

@@ -19,7 +19,8 @@ import torch
 from mmseg_text.choices import POSTPROCESS_RULES
 from mmseg_text.io import atomic_path
 from mmseg_text.metrics import SMOOTH, ArrayLike, _as_tensor, _check_pair, _zip_strict, dice_from_counts
-from mmseg_text.postprocess import CLAIM_THRESHOLD, Claims, check_rules, component_rule_counts, near
+from mmseg_text.postprocess import (CLAIM_THRESHOLD, Claims, check_rules, component_rule_counts,
+                                    joint_neighbours, near)
 
 DEFAULT_THRESHOLD_CANDIDATES = np.linspace(0.1, 0.9, 17)  # 0.10, 0.15, ..., 0.90
 TUNED_RULES = tuple(r for r in POSTPROCESS_RULES if r != "none")  # what train.tune_postprocess tries per class
@@ -108,7 +109,7 @@ def threshold_sweep_counts(probs: ArrayLike, target: ArrayLike,
     29 classes at 256²). ``attached_to`` (the catalogue's): for the "attached" rule, the bone each class touches,
     taken as ``probs > 0.5`` of that class without its own rule (an approximation of prediction, where the
     attached bone has its tuned threshold and rule); for "exclusive", the pixels other classes claim (``probs >
-    CLAIM_THRESHOLD``, as at prediction).
+    CLAIM_THRESHOLD``, as at prediction), but for the bones the class articulates with.
     """
     probs_t, target_t = _as_tensor(probs), _as_tensor(target)
     _check_pair(probs_t, target_t)
@@ -173,14 +174,14 @@ def _component_rule_counts(probs: torch.Tensor, target: torch.Tensor, boundaries
     if len(attached_to) != classes:
         raise ValueError(f"attached_to has {len(attached_to)} entries for {classes} classes")
     half = probs_np.dtype.type(0.5)
-    claims = None
+    claims, neighbours = None, joint_neighbours(attached_to, classes)
     for b, k in np.ndindex(batch, classes):
         p, t = probs_np[b, k], target_np[b, k]
         parent = attached_to[k] if "attached" in rules else None
         attached_near = near(probs_np[b, parent] > half) if parent is not None else None
         if "exclusive" in rules and k == 0:  # the classes that claim each pixel of image b
             claims = Claims.of(probs_np[b] > probs_np.dtype.type(CLAIM_THRESHOLD))
-        claimed = claims.by_others(k) if claims is not None else None
+        claimed = claims.by_others(k, neighbours[k]) if claims is not None else None
         for j, cut in enumerate(cuts):
             if sizes[b, k, j] <= 1:
                 continue

@@ -264,18 +264,24 @@ def test_exclusive_gives_the_neighbour_its_pixels_back_and_keeps_the_largest_res
     np.testing.assert_array_equal(np.asarray(PostProcessed(low, ["exclusive", "none"], claims=Claims.of(halo > 0.5)))[0],
                                   truth[0])
     assert not np.asarray(PostProcessed(low, ["exclusive", "none"]))[0].any()
+    # a bone it articulates with (attached_to, either way) does not count: a joint overlaps in projection
+    for attached_to in ([None, 0], [1, None]):
+        np.testing.assert_array_equal(np.asarray(PostProcessed(masks, ["exclusive", "none"], attached_to))[0],
+                                      masks[0])
 
 
 def test_masks_from_rows_gives_the_claims_of_its_rows_band_by_band():
     from mmseg_text.inference.tiling import TensorRows, masks_from_rows
 
     rng = np.random.default_rng(1)
-    probs = torch.from_numpy(rng.random((4, 37, 21)).astype(np.float32))
+    probs = torch.from_numpy(rng.random((4, 37, 21)).astype(np.float32))  # 4 classes: 3 - k is never k
     masks, claims = masks_from_rows(TensorRows(probs), [0.3] * 4, band=8, packed=True, claim_threshold=0.5)
     whole = Claims.of(probs.numpy() > 0.5)
     np.testing.assert_array_equal(claims.count, whole.count)
     for k in range(4):
         np.testing.assert_array_equal(claims.by_others(k), whole.by_others(k))
+        np.testing.assert_array_equal(claims.by_others(k, (3 - k,)),
+                                      np.delete(probs.numpy() > 0.5, [k, 3 - k], axis=0).any(0))
     np.testing.assert_array_equal(np.asarray(masks), probs.numpy() > 0.3)
 
 
@@ -286,6 +292,9 @@ def test_exclusive_is_chosen_where_a_label_covers_its_neighbour_and_not_for_the_
     assert "exclusive" in counts.rules
     thresholds, rules, dice = best_thresholds_and_rules(counts)
     assert rules == ["exclusive", "none"]
+    joint = threshold_sweep_counts(torch.from_numpy(np.stack([probs, probs])), torch.from_numpy(np.stack([truth, truth])),
+                                   components=True, attached_to=[None, 0])
+    assert best_thresholds_and_rules(joint)[1] == ["none", "none"]  # the neighbour may overlap: nothing to take
     assert dice[0] == pytest.approx(1.0, abs=1e-3) and dice[1] == pytest.approx(1.0, abs=1e-3)
     plain = counts.mean_dice()[0].max()
     assert plain == pytest.approx(2 * 120 / (240 + 120), abs=1e-3)  # without it: 0.667, the demo's failing scaphoid

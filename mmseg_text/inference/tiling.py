@@ -398,7 +398,7 @@ def masks_from_rows(source, thresholds: Sequence[float] | np.ndarray, band: int 
             width = -(-source.width // 8) if packed else source.width
             out = np.empty((rows.shape[0], source.height, width), dtype=np.uint8 if packed else bool)
             cut = torch.as_tensor(np.asarray(thresholds, dtype=np.float32), device=rows.device).view(-1, 1, 1)
-            claims = Claims.empty(source.height, source.width) if claim_threshold is not None else None
+            claims = Claims.empty(rows.shape[0], source.height, source.width) if claim_threshold is not None else None
         masks = (rows > cut).cpu().numpy()
         out[:, start:start + rows.shape[1]] = np.packbits(masks, axis=-1) if packed else masks
         if claims is not None:
