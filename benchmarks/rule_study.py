@@ -86,8 +86,9 @@ def main(argv=None) -> dict:
              "|---|" + "---:|" * (len(rows) + 1)]
     for side in ("before", "after"):
         values = doc["mean_dice"][side]
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
         lines.append(f"| test mean Dice, {side} | " + " | ".join(f"{v:.4f}" for v in values)
-                     + f" | {statistics.fmean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0:.4f} |")
+                     + f" | {statistics.fmean(values):.4f} ± {sd:.4f} |")
     for c in low:
         for side in ("before", "after"):
             values = [r[side]["per_class"][c] for r in rows]

@@ -51,6 +51,7 @@ MIXED_PRECISIONS = ("no", "fp16", "bf16")
 # smaller than a fraction of the image area ("min_area:0.0005" = objects below 0.05 % of H x W, i.e. 33 px at 256²,
 # 2,097 px at 2048²: a fraction, so a rule tuned at the validation size means the same at the original size).
 # "attached": keep the components that touch the bone the catalogue says the class articulates with (attached_to).
+# "exclusive": drop the pixels other classes claim (but for the bones it articulates with), keep the largest rest.
 # The order is the preference on validation ties: the anatomical rule, then the mild ones, then the most aggressive.
 POSTPROCESS_RULES = ("none", "attached", "min_area:0.0001", "min_area:0.0005", "min_area:0.002", "largest",
                      "exclusive")

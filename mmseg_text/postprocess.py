@@ -159,7 +159,7 @@ def _touching(labels: np.ndarray, count: int, attached_near: Optional[np.ndarray
 def apply_rule(mask: np.ndarray, rule: str, attached_near: Optional[np.ndarray] = None,
                claimed: Optional[np.ndarray] = None) -> np.ndarray:
     """``mask`` after ``rule``; ``attached_near``: ``near(mask of the attached bone)``, for "attached"; ``claimed``:
-    the pixels of the other classes' masks, for "exclusive" (None: nothing claimed)."""
+    the pixels other classes claim, for "exclusive" (None: nothing claimed)."""
     if rule == "none":
         return mask
     if rule == "exclusive":

@@ -4,8 +4,8 @@ For every image, class and candidate threshold only the three Dice counts are ke
 pass can sweep many thresholds without storing probability maps, and counts from several ranks or
 batches concatenate exactly. With ``components``, the same counts are also kept for the mask after each
 connected-component rule (``postprocess.py``: the largest component, small objects dropped, the components that
-touch the attached bone, the pixels no other class claims), so the threshold and the post-processing rule of a class are chosen together, on
-validation or on out-of-fold counts, from the same statistics.
+touch the attached bone, the pixels no other class claims), so the threshold and the post-processing rule of a
+class are chosen together, on validation or on out-of-fold counts, from the same statistics.
 """
 from __future__ import annotations
 

@@ -261,8 +261,8 @@ def test_exclusive_gives_the_neighbour_its_pixels_back_and_keeps_the_largest_res
     halo = probs.copy()
     halo[1][truth[0]] = 0.3
     low = halo > np.array([0.5, 0.1], np.float32)[:, None, None]
-    np.testing.assert_array_equal(np.asarray(PostProcessed(low, ["exclusive", "none"], claims=Claims.of(halo > 0.5)))[0],
-                                  truth[0])
+    given_claims = PostProcessed(low, ["exclusive", "none"], claims=Claims.of(halo > 0.5))
+    np.testing.assert_array_equal(np.asarray(given_claims)[0], truth[0])
     assert not np.asarray(PostProcessed(low, ["exclusive", "none"]))[0].any()
     # a bone it articulates with (attached_to, either way) does not count: a joint overlaps in projection
     for attached_to in ([None, 0], [1, None]):
@@ -287,13 +287,12 @@ def test_masks_from_rows_gives_the_claims_of_its_rows_band_by_band():
 
 def test_exclusive_is_chosen_where_a_label_covers_its_neighbour_and_not_for_the_neighbour():
     probs, truth = _scaphoid_over_lunate()
-    counts = threshold_sweep_counts(torch.from_numpy(np.stack([probs, probs])), torch.from_numpy(np.stack([truth, truth])),
-                                    components=True)
+    probs_t, truth_t = torch.from_numpy(np.stack([probs, probs])), torch.from_numpy(np.stack([truth, truth]))
+    counts = threshold_sweep_counts(probs_t, truth_t, components=True)
     assert "exclusive" in counts.rules
     thresholds, rules, dice = best_thresholds_and_rules(counts)
     assert rules == ["exclusive", "none"]
-    joint = threshold_sweep_counts(torch.from_numpy(np.stack([probs, probs])), torch.from_numpy(np.stack([truth, truth])),
-                                   components=True, attached_to=[None, 0])
+    joint = threshold_sweep_counts(probs_t, truth_t, components=True, attached_to=[None, 0])
     assert best_thresholds_and_rules(joint)[1] == ["none", "none"]  # the neighbour may overlap: nothing to take
     assert dice[0] == pytest.approx(1.0, abs=1e-3) and dice[1] == pytest.approx(1.0, abs=1e-3)
     plain = counts.mean_dice()[0].max()

@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="post-processing rules tried besides none (default: %(default)s; none at all: "
                              "thresholds only)")
     parser.add_argument("--data-root", default=None, help="dataset root (default: the one the model was trained on)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="hide the data-preparation progress bars")
     return parser
 
 

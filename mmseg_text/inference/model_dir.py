@@ -42,7 +42,7 @@ class ExportedModel:
     catalogue: ClassCatalogue
     preprocess: Preprocessor
     thresholds: np.ndarray  # (K,)
-    postprocess: list[str]  # (K,) per class: "none", "largest", "attached", "exclusive" or "min_area:F" (postprocess.py)
+    postprocess: list[str]  # (K,) per class: "none", "largest", "attached", "exclusive", "min_area:F" (postprocess.py)
     temperatures: Optional[np.ndarray] = None  # (K,) fitted on validation (calibration.py), or None
 
 
