@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mmseg_text.catalogue import ClassCatalogue, load_catalogue
+from mmseg_text.cpu_memory import freed_memory_returned
 from mmseg_text.config import Config, ConfigError, to_yaml
 from mmseg_text.data.dataset import collate
 from mmseg_text.training.state import (clean_stale_temporaries, load_latest_state, read_trainer_state,
@@ -274,11 +275,11 @@ def _evaluate(accelerator, model, val_loader, text, catalogue: ClassCatalogue, c
 
 
 def _validate(accelerator, model, val_loader, text, catalogue: ClassCatalogue, cfg: Config, progress: _Progress) -> EvalResult:
-    result = validate(model, val_loader, accelerator, catalogue, text=text, tune_thresholds=cfg.train.tune_thresholds,
-                      tune_postprocess=cfg.train.tune_postprocess, fit_temperature=cfg.train.fit_temperature,
-                      channels_last=cfg.train.channels_last,
-                      window=cfg.data.input_size,
-                      window_options=WindowOptions.from_config(cfg.predict))
+    with freed_memory_returned():  # on CPU: validation's buffers are not kept for the training steps
+        result = validate(model, val_loader, accelerator, catalogue, text=text,
+                          tune_thresholds=cfg.train.tune_thresholds, tune_postprocess=cfg.train.tune_postprocess,
+                          fit_temperature=cfg.train.fit_temperature, channels_last=cfg.train.channels_last,
+                          window=cfg.data.input_size, window_options=WindowOptions.from_config(cfg.predict))
     accelerator.log({"val/dice": result.mean_dice, **{f"val/dice_{g}": v for g, v in result.grouped.items()}}, step=progress.step)
     accelerator.print(f"step {progress.step}: val mean Dice {result.mean_dice:.4f}")
     return result
