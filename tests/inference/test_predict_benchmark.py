@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# one worker for the module (make test runs --dist loadgroup): its tests share one ~4 min benchmark run, which
+# would otherwise run once on each worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("predict_benchmark")]
 
 REPO = Path(__file__).resolve().parents[2]
 REL = 3e-3  # every reported number has 4 significant digits; a ratio of two of them agrees to ~1e-3
